@@ -1,0 +1,186 @@
+"""Typed configuration objects, one per workflow component.
+
+Rule scripts build these from the validated Snakemake config and pass them whole;
+library functions never index raw config dicts. Each dataclass checks the
+combinations a JSON schema cannot express and names the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class _FromDict:
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "") -> Self:
+        """Build from a (schema-validated) mapping, refusing unknown keys."""
+        d = dict(d or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {where}{unknown}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CorpusConfig(_FromDict):
+    """One text corpus (the `corpora.<name>` block of config.yaml)."""
+
+    source: Literal["synthetic_headlines", "gensim", "huggingface", "local"]
+    """Where the text comes from."""
+    max_docs: int | None = None
+    """Keep at most this many documents (after cleaning); None keeps all."""
+    n_docs: int = 3000
+    """synthetic_headlines: how many headlines to generate."""
+    start_date: str = "2010-01-04"
+    """synthetic_headlines: first headline date (ISO)."""
+    end_date: str = "2017-11-10"
+    """synthetic_headlines: last headline date (ISO)."""
+    tickers: list[str] = field(default_factory=lambda: ["MSFT", "AMZN", "NVDA"])
+    """synthetic_headlines: tickers headlines are about."""
+    label_noise: float = 0.05
+    """synthetic_headlines: fraction of headlines whose label is resampled."""
+    mix_real_finance: bool = False
+    """synthetic_headlines: add the finance-themed real news documents gensim ships."""
+    passage_words: int = 80
+    """gensim: split articles into passages of about this many words."""
+    parts: list[str] = field(default_factory=lambda: ["wikipedia", "lee"])
+    """gensim: which shipped corpora to use."""
+    exclude_finance: bool = False
+    """gensim: drop the finance-themed Lee documents (they go to the domain corpus)."""
+    dataset: str | None = None
+    """huggingface: dataset id or local dataset folder."""
+    config_name: str | None = None
+    """huggingface: dataset configuration name."""
+    split: str = "train"
+    """huggingface: split to read."""
+    path: str | None = None
+    """local: CSV / Parquet / JSONL file."""
+    text_column: str = "text"
+    """huggingface/local: column holding the text."""
+    label_column: str | None = None
+    """huggingface/local: optional label column."""
+    date_column: str | None = None
+    """huggingface/local: optional date column."""
+    ticker_column: str | None = None
+    """huggingface/local: optional ticker column."""
+    id_column: str | None = None
+    """huggingface/local: optional stable document id column (else row number)."""
+
+    def __post_init__(self) -> None:
+        if self.source == "huggingface" and not self.dataset:
+            raise ConfigError("corpora.*.dataset is required when source=huggingface")
+        if self.source == "local" and not self.path:
+            raise ConfigError("corpora.*.path is required when source=local")
+        if not 0.0 <= self.label_noise <= 1.0:
+            raise ConfigError(f"corpora.*.label_noise={self.label_noise} not in [0,1]")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(_FromDict):
+    """How the `finetune_model` rule makes the fine-tuned model from the base."""
+
+    epochs: float = 2.0
+    """Passes over the training split."""
+    lr: float = 5e-5
+    """AdamW learning rate."""
+    batch_size: int = 32
+    """Headlines per step."""
+    max_length: int = 64
+    """Tokens per headline (longer ones are truncated)."""
+    eval_fraction: float = 0.2
+    """Held-out fraction for accuracy (split by document, seeded)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+
+
+@dataclass(frozen=True)
+class ActivationConfig(_FromDict):
+    """How activations are extracted and cached (the `activations` block)."""
+
+    layers: list[int]
+    """Hidden-state indices to cache (0 = embeddings, L = output of block L)."""
+    max_length: int = 128
+    """Tokens per model input."""
+    overflow: Literal["truncate", "window"] = "truncate"
+    """Texts longer than max_length: cut, or split into consecutive windows."""
+    batch_size: int = 32
+    """Texts per forward pass."""
+    dtype: Literal["float16", "float32", "bfloat16"] = "float16"
+    """Storage dtype of cached activations (bfloat16 is stored as float32 bits)."""
+    special_tokens: Literal["exclude", "flag"] = "exclude"
+    """Special tokens ([CLS], [SEP], BOS): leave out, or keep with an is_special flag."""
+    max_tokens: int | None = None
+    """Stop after this many cached tokens per corpus (None: all)."""
+    chunk_rows: int = 4096
+    """HDF5 chunk size in rows; reads during SAE training are chunk-contiguous."""
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ConfigError("activations.layers must list at least one layer")
+        if any(layer < 0 for layer in self.layers):
+            raise ConfigError(f"activations.layers has a negative layer: {self.layers}")
+
+
+@dataclass(frozen=True)
+class SAEConfig(_FromDict):
+    """Architecture and training of one sparse autoencoder (the `sae` block)."""
+
+    expansion: int = 8
+    """Latents per input dimension (M = expansion * D)."""
+    k: int = 32
+    """Active latents per token."""
+    kind: Literal["topk"] = "topk"
+    """SAE kind."""
+    epochs: float = 4.0
+    """Passes over the training tokens."""
+    batch_size: int = 1024
+    """Tokens per optimizer step."""
+    lr: float | None = None
+    """Adam learning rate; None scales 2e-4 / sqrt(M / 2**14) (Gao et al. 2024)."""
+    warmup_steps: int = 50
+    """Linear learning-rate warmup."""
+    aux_k: int | None = None
+    """Latents in the AuxK loss; None uses D // 2 (Gao et al. 2024)."""
+    aux_coef: float = 1.0 / 32
+    """Weight of the AuxK loss."""
+    dead_after_tokens: int = 100_000
+    """A latent that has not fired for this many tokens counts as dead for AuxK."""
+    holdout_fraction: float = 0.1
+    """Tail of each activation file held out for FVU."""
+    shuffle_chunks: int = 8
+    """HDF5 chunks mixed in the in-memory shuffle buffer."""
+    log_every: int = 20
+    """Steps between rows of the training-curve CSV."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"sae.k must be >= 1, got {self.k}")
+        if self.expansion < 1:
+            raise ConfigError(f"sae.expansion must be >= 1, got {self.expansion}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError("sae.holdout_fraction must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_FromDict):
+    """Feature statistics and specialization ranking (the `features` block)."""
+
+    top_n: int = 50
+    """Features per layer in top_{N}_features_analysis.*."""
+    top_features_n: int = 100
+    """Features across layers in top_{M}_domain_features.csv."""
+    min_specialization: float = 0.0
+    """Only features whose domain-minus-general mean exceeds this are ranked."""
+    batch_size: int = 4096
+    """Tokens encoded at once while streaming statistics."""
