@@ -1,0 +1,25 @@
+# saeflow: raw text -> activations (HDF5) -> top-k SAEs -> feature statistics
+# and domain specialization, for a base and a fine-tuned model.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/corpus.smk"
+include: "rules/models.smk"
+include: "rules/activations.smk"
+include: "rules/sae.smk"
+include: "rules/features.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,65 @@
+from snakemake.utils import validate
+
+from saeflow.config import (
+    ActivationConfig,
+    CorpusConfig,
+    FeatureConfig,
+    FinetuneConfig,
+    SAEConfig,
+)
+
+# Unknown keys and wrong types stop the run here, before any job, naming the key;
+# defaults come from the schema.
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+MODELS = ["base", "finetuned"]
+CORPORA = ["domain", "general"]
+LAYERS = config["activations"]["layers"]
+TOP_N = config["features"]["top_n"]
+TOP_FEATURES_N = config["features"]["top_features_n"]
+FINETUNED_DIR = "results/models/finetuned"
+
+# Build the typed configs once so that bad combinations also fail before any job.
+CORPUS_CFG = {c: CorpusConfig.from_dict(config["corpora"][c], f"corpora.{c}: ") for c in CORPORA}
+FINETUNE_CFG = FinetuneConfig.from_dict(config["finetune"], "finetune: ")
+ACT_CFG = ActivationConfig.from_dict(config["activations"], "activations: ")
+SAE_CFG = SAEConfig.from_dict(config["sae"], "sae: ")
+FEATURE_CFG = FeatureConfig.from_dict(config["features"], "features: ")
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    corpus="|".join(CORPORA),
+    layer=r"\d+",
+
+
+def model_ref(model):
+    """The model reference of `model`; the finetune rule's output when ref is null."""
+    ref = config["models"][model]["ref"]
+    if ref is None and model == "base":
+        raise ValueError("models.base.ref must name a model (hub id, path or package:<module>)")
+    return ref if ref is not None else FINETUNED_DIR
+
+
+def model_input(wildcards):
+    """Rule input for a model: the fine-tuned checkpoint when this workflow makes it."""
+    return [FINETUNED_DIR] if config["models"][wildcards.model]["ref"] is None else []
+
+
+def all_targets():
+    """Everything `rule all` asks for."""
+    targets = expand(
+        "results/features/{model}/{name}",
+        model=MODELS,
+        name=[
+            "consolidated_top_features_all_layers.csv",
+            "layer_comparison_report.csv",
+            f"top_{TOP_FEATURES_N}_domain_features.csv",
+            "domain_feature_summary.json",
+            "specialization_by_layer.png",
+        ],
+    )
+    targets += expand("results/sae/{model}/layer_{layer}/training_curve.png", model=MODELS, layer=LAYERS)
+    if config["models"]["finetuned"]["ref"] is None:
+        targets.append("results/models/finetuned_metrics.json")
+    return targets
