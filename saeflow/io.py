@@ -53,10 +53,11 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
-    if hasattr(o, "tolist"):
+    if hasattr(o, "tolist"):  # numpy / torch scalars and arrays
+        # Before .item(): arrays have .item() too, but it fails for size > 1.
         return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
