@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A config given with --configfile replaces config.yaml instead of being merged
+# into it, so alternative configs (configs/, tests/configs/) stand complete.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "report/workflow.rst"
@@ -20,6 +24,6 @@ include: "rules/features.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

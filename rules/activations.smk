@@ -3,20 +3,22 @@ rule cache_activations:
         corpus="results/corpus/{corpus}.parquet",
         model=model_input,
     output:
-        acts=expand("results/activations/{{model}}/layer_{layer}/{{corpus}}.h5", layer=LAYERS),
+        acts=expand(
+            "results/activations/{{model}}/layer_{layer}/{{corpus}}.h5", layer=LAYERS
+        ),
         report="results/activations/{model}/{corpus}_report.json",
     log:
         "logs/activations/{model}/{corpus}.log",
     benchmark:
         "benchmarks/activations/{model}/{corpus}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
     params:
         ref=lambda wc: model_ref(wc.model),
         model_dtype=lambda wc: config["models"][wc.model]["dtype"],
         cfg=ACT_CFG,
         layers=LAYERS,
         device=config["device"],
-    threads: 2
-    resources:
-        mem_mb=4000,
     script:
         "../scripts/cache_activations.py"

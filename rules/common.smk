@@ -1,16 +1,15 @@
-from snakemake.utils import validate
-
 from saeflow.config import (
     ActivationConfig,
     CorpusConfig,
     FeatureConfig,
     FinetuneConfig,
     SAEConfig,
+    validate_config,
 )
 
 # Unknown keys and wrong types stop the run here, before any job, naming the key;
 # defaults come from the schema.
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 MODELS = ["base", "finetuned"]
 CORPORA = ["domain", "general"]
@@ -20,7 +19,9 @@ TOP_FEATURES_N = config["features"]["top_features_n"]
 FINETUNED_DIR = "results/models/finetuned"
 
 # Build the typed configs once so that bad combinations also fail before any job.
-CORPUS_CFG = {c: CorpusConfig.from_dict(config["corpora"][c], f"corpora.{c}: ") for c in CORPORA}
+CORPUS_CFG = {
+    c: CorpusConfig.from_dict(config["corpora"][c], f"corpora.{c}: ") for c in CORPORA
+}
 FINETUNE_CFG = FinetuneConfig.from_dict(config["finetune"], "finetune: ")
 ACT_CFG = ActivationConfig.from_dict(config["activations"], "activations: ")
 SAE_CFG = SAEConfig.from_dict(config["sae"], "sae: ")
@@ -37,7 +38,9 @@ def model_ref(model):
     """The model reference of `model`; the finetune rule's output when ref is null."""
     ref = config["models"][model]["ref"]
     if ref is None and model == "base":
-        raise ValueError("models.base.ref must name a model (hub id, path or package:<module>)")
+        raise ValueError(
+            "models.base.ref must name a model (hub id, path or package:<module>)"
+        )
     return ref if ref is not None else FINETUNED_DIR
 
 
@@ -59,7 +62,11 @@ def all_targets():
             "specialization_by_layer.png",
         ],
     )
-    targets += expand("results/sae/{model}/layer_{layer}/training_curve.png", model=MODELS, layer=LAYERS)
+    targets += expand(
+        "results/sae/{model}/layer_{layer}/training_curve.png",
+        model=MODELS,
+        layer=LAYERS,
+    )
     if config["models"]["finetuned"]["ref"] is None:
         targets.append("results/models/finetuned_metrics.json")
     return targets

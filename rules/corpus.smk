@@ -3,9 +3,9 @@ rule build_corpus:
         corpus="results/corpus/{corpus}.parquet",
     log:
         "logs/corpus/{corpus}.log",
+    threads: 1
     params:
         cfg=lambda wc: CORPUS_CFG[wc.corpus],
         seed=config["seed"],
-    threads: 1
     script:
         "../scripts/build_corpus.py"

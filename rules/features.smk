@@ -6,10 +6,10 @@ rule compute_feature_stats:
         stats="results/features/{model}/layer_{layer}/{corpus}_stats.parquet",
     log:
         "logs/features/{model}/layer_{layer}/{corpus}_stats.log",
+    threads: 1
     params:
         batch_size=FEATURE_CFG.batch_size,
         device=config["device"],
-    threads: 1
     script:
         "../scripts/compute_feature_stats.py"
 
@@ -24,9 +24,9 @@ rule rank_specialized_features:
         json=f"results/features/{{model}}/layer_{{layer}}/top_{TOP_N}_features_analysis.json",
     log:
         "logs/features/{model}/layer_{layer}/rank.log",
+    threads: 1
     params:
         cfg=FEATURE_CFG,
-    threads: 1
     script:
         "../scripts/rank_specialized_features.py"
 
@@ -62,9 +62,9 @@ rule summarize_layers:
         ),
     log:
         "logs/features/{model}/summarize_layers.log",
+    threads: 1
     params:
         cfg=FEATURE_CFG,
         layers=LAYERS,
-    threads: 1
     script:
         "../scripts/summarize_layers.py"

@@ -8,12 +8,12 @@ rule finetune_model:
         "logs/models/finetune_model.log",
     benchmark:
         "benchmarks/models/finetune_model.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
     params:
         base=model_ref("base"),
         cfg=FINETUNE_CFG,
         seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=4000,
     script:
         "../scripts/finetune_model.py"

@@ -1,6 +1,8 @@
 rule train_sae:
     input:
-        acts=expand("results/activations/{{model}}/layer_{{layer}}/{corpus}.h5", corpus=CORPORA),
+        acts=expand(
+            "results/activations/{{model}}/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
     output:
         sae=directory("results/sae/{model}/layer_{layer}/sae"),
         metrics="results/sae/{model}/layer_{layer}/metrics.json",
@@ -15,12 +17,12 @@ rule train_sae:
         "logs/sae/{model}/layer_{layer}.log",
     benchmark:
         "benchmarks/sae/{model}/layer_{layer}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
     params:
         cfg=SAE_CFG,
         seed=config["seed"],
         device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=4000,
     script:
         "../scripts/train_sae.py"

@@ -184,3 +184,27 @@ class FeatureConfig(_FromDict):
     """Only features whose domain-minus-general mean exceeds this are ranked."""
     batch_size: int = 4096
     """Tokens encoded at once while streaming statistics."""
+
+
+
+def validate_config(config: dict[str, Any], schema_path: str) -> None:
+    """Validate the workflow config against the schema, filling defaults in place.
+
+    Raises a WorkflowError whose one-line message names the offending key, instead
+    of Snakemake's default dump of the whole schema.
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, schema=schema_path, set_default=True)
+        problem = None
+    except WorkflowError as err:
+        inner = err.__context__  # the jsonschema ValidationError
+        if not hasattr(inner, "absolute_path"):
+            raise
+        key = ".".join(str(p) for p in inner.absolute_path) or "<top level>"
+        problem = f"invalid config at key '{key}': {inner.message}"
+    if problem:
+        # Raised outside the except block so Snakemake shows this, not the dump.
+        raise WorkflowError(problem)

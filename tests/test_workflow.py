@@ -1,0 +1,136 @@
+"""The real Snakefile, run end to end on a tiny config in a temp folder, then the
+rerun rules: nothing to do twice, `k` reruns only SAEs and what follows, the
+corpus reruns everything downstream; bad config stops before any job."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TINY) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    out = result.stdout + result.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def edited_config(tmp: Path, name: str, edit) -> Path:
+    cfg = yaml.safe_load(TINY.read_text())
+    edit(cfg)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_bert) -> Path:
+    work = tmp_path_factory.mktemp("run")
+    shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
+    result = snakemake(work, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs(tiny_run):
+    res = tiny_run / "results"
+    for model in ("base", "finetuned"):
+        feats = res / "features" / model
+        summary = json.loads((feats / "domain_feature_summary.json").read_text())
+        assert summary["layers"] == [1, 2]
+        assert "SYNTHETIC" in summary["note"]
+        comparison = pd.read_csv(feats / "layer_comparison_report.csv")
+        assert list(comparison["layer"]) == [1, 2]
+        assert (feats / "specialization_by_layer.png").stat().st_size > 1000
+        top = pd.read_csv(feats / "layer_1" / "top_5_features_analysis.csv")
+        assert len(top) <= 5 and (top["specialization"] > 0).all()
+        for layer in (1, 2):
+            metrics = json.loads((res / "sae" / model / f"layer_{layer}" / "metrics.json").read_text())
+            assert 0 < metrics["eval"]["fvu"] < 1
+            assert metrics["eval"]["l0"] <= 4
+    ft = json.loads((res / "models" / "finetuned_metrics.json").read_text())
+    assert 0 <= ft["accuracy"] <= 1 and "majority_baseline" in ft
+    assert not list(res.rglob("*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(tiny_run):
+    result = snakemake(tiny_run, "-n")
+    assert result.returncode == 0
+    assert planned_jobs(result) == {}
+
+
+@pytest.mark.slow
+def test_changing_k_reruns_only_sae_and_downstream(tiny_run, tmp_path):
+    cfg = edited_config(tmp_path, "k.yaml", lambda c: c["sae"].update(k=3))
+    jobs = planned_jobs(snakemake(tiny_run, "-n", config=cfg))
+    assert jobs["train_sae"] == 4
+    assert {"build_corpus", "finetune_model", "cache_activations"}.isdisjoint(jobs)
+    assert jobs["compute_feature_stats"] == 8
+
+
+@pytest.mark.slow
+def test_changing_corpus_reruns_everything_downstream(tiny_run, tmp_path):
+    cfg = edited_config(tmp_path, "corpus.yaml", lambda c: c["corpora"]["domain"].update(n_docs=130))
+    jobs = planned_jobs(snakemake(tiny_run, "-n", config=cfg))
+    assert jobs["build_corpus"] == 1  # only the domain corpus changed
+    assert jobs["finetune_model"] == 1
+    assert jobs["cache_activations"] == 4  # both models: the fine-tuned one changed too
+    assert jobs["train_sae"] == 4 and jobs["summarize_layers"] == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda c: c["sae"].update(kk=3), "kk"),
+        (lambda c: c["sae"].update(k="three"), "three"),
+        (lambda c: c.update(seeed=1), "seeed"),
+        (lambda c: c["corpora"]["domain"].update(source="twitter"), "twitter"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, edit, named):
+    cfg = edited_config(tmp_path, "bad.yaml", edit)
+    result = snakemake(tmp_path, "-n", config=cfg)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in out and "invalid config at key" in out
+    assert "Job stats" not in out
+
+
+@pytest.mark.parametrize("name", ["bert-finbert.yaml", "llama2-7b.yaml"])
+def test_hub_configs_build_their_dag(tmp_path, name):
+    result = snakemake(tmp_path, "-n", config=ROOT / "configs" / name)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned_jobs(result)["train_sae"] > 0
+
+
+def test_default_config_builds_its_dag(tmp_path):
+    result = snakemake(tmp_path, "-n", config=ROOT / "config.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned_jobs(result)["train_sae"] == 6
+
+
+def test_snakefmt_clean():
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
