@@ -90,7 +90,9 @@ def _batches(
             counts["n_special_excluded"] += int((keep & special)[take].sum())
             keep &= ~special
         inputs = {k: v[torch.from_numpy(take)] for k, v in enc.items()}
-        yield _Batch(inputs, sample[take] + start, window[take], keep[take], special[take])
+        yield _Batch(
+            inputs, sample[take] + start, window[take], keep[take], special[take]
+        )
 
 
 def cache_activations(
@@ -132,7 +134,9 @@ def cache_activations(
             layer: _open_cache(stack, path, model.config.hidden_size, cfg, layer, attrs)
             for layer, path in out_paths.items()
         }
-        bar = stack.enter_context(tqdm(total=len(texts), desc="activations", unit="doc"))
+        bar = stack.enter_context(
+            tqdm(total=len(texts), desc="activations", unit="doc")
+        )
         for batch in _batches(tok, texts, cfg, counts):
             with torch.no_grad():
                 hidden = model(
@@ -150,8 +154,11 @@ def cache_activations(
                 log.info("max_tokens=%d reached; stopping early", cfg.max_tokens)
                 break
         for f in files.values():
-            f.create_dataset("doc_ids", data=np.asarray(doc_ids, dtype=object),
-                             dtype=h5py.string_dtype())
+            f.create_dataset(
+                "doc_ids",
+                data=np.asarray(doc_ids, dtype=object),
+                dtype=h5py.string_dtype(),
+            )
             f.attrs["n_tokens"] = counts["n_tokens"]
     seconds = time.perf_counter() - t0
     return CacheReport(
@@ -168,11 +175,23 @@ def _open_cache(stack, path, d_model: int, cfg: ActivationConfig, layer: int, at
     tmp = stack.enter_context(atomic_path(path))
     f = stack.enter_context(h5py.File(tmp, "w"))
     rows = cfg.chunk_rows
-    f.create_dataset("acts", shape=(0, d_model), maxshape=(None, d_model),
-                     dtype=STORAGE_DTYPE[cfg.dtype], chunks=(rows, d_model))
-    for name, dtype in [("doc", np.int32), ("window", np.int16), ("pos", np.int16),
-                        ("token_id", np.int32), ("is_special", bool)]:
-        f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(rows,))
+    f.create_dataset(
+        "acts",
+        shape=(0, d_model),
+        maxshape=(None, d_model),
+        dtype=STORAGE_DTYPE[cfg.dtype],
+        chunks=(rows, d_model),
+    )
+    for name, dtype in [
+        ("doc", np.int32),
+        ("window", np.int16),
+        ("pos", np.int16),
+        ("token_id", np.int32),
+        ("is_special", bool),
+    ]:
+        f.create_dataset(
+            name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(rows,)
+        )
     f.attrs.update({**attrs, "layer": layer, "d_model": d_model})
     return f
 
@@ -190,7 +209,7 @@ def _take_rows(batch: _Batch, max_tokens: int | None, written: int) -> _Rows:
     if max_tokens is not None:
         # Drop rows past the cap so every layer file stops at the same token.
         flat = np.flatnonzero(keep.ravel())
-        keep.ravel()[flat[max(0, max_tokens - written):]] = False
+        keep.ravel()[flat[max(0, max_tokens - written) :]] = False
     b, t = np.nonzero(keep)
     return _Rows(keep, batch.doc[b], batch.window[b], t, batch.special[keep])
 
@@ -198,8 +217,13 @@ def _take_rows(batch: _Batch, max_tokens: int | None, written: int) -> _Rows:
 def _append(f: h5py.File, acts: np.ndarray, rows: _Rows, token_ids: np.ndarray) -> None:
     n0 = f["acts"].shape[0]
     n1 = n0 + len(acts)
-    for name, values in [("acts", acts), ("doc", rows.doc), ("window", rows.window),
-                         ("pos", rows.pos), ("token_id", token_ids),
-                         ("is_special", rows.special)]:
+    for name, values in [
+        ("acts", acts),
+        ("doc", rows.doc),
+        ("window", rows.window),
+        ("pos", rows.pos),
+        ("token_id", token_ids),
+        ("is_special", rows.special),
+    ]:
         f[name].resize(n1, axis=0)
         f[name][n0:n1] = values

@@ -119,7 +119,7 @@ class ActivationConfig(_FromDict):
     dtype: Literal["float16", "float32", "bfloat16"] = "float16"
     """Storage dtype of cached activations (bfloat16 is stored as float32 bits)."""
     special_tokens: Literal["exclude", "flag"] = "exclude"
-    """Special tokens ([CLS], [SEP], BOS): leave out, or keep with an is_special flag."""
+    """Special tokens ([CLS], [SEP], BOS): leave out, or keep them flagged."""
     max_tokens: int | None = None
     """Stop after this many cached tokens per corpus (None: all)."""
     chunk_rows: int = 4096
@@ -184,7 +184,6 @@ class FeatureConfig(_FromDict):
     """Only features whose domain-minus-general mean exceeds this are ranked."""
     batch_size: int = 4096
     """Tokens encoded at once while streaming statistics."""
-
 
 
 def validate_config(config: dict[str, Any], schema_path: str) -> None:

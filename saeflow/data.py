@@ -43,10 +43,16 @@ class ActivationSource:
                 n, chunk = acts.shape[0], acts.chunks[0]
                 dims.add(acts.shape[1])
             cut = int(n * (1.0 - holdout_fraction))
-            self.train += [Span(i, s, min(s + chunk, cut)) for s in range(0, cut, chunk)]
-            self.holdout += [Span(i, s, min(s + chunk, n)) for s in range(cut, n, chunk)]
+            self.train += [
+                Span(i, s, min(s + chunk, cut)) for s in range(0, cut, chunk)
+            ]
+            self.holdout += [
+                Span(i, s, min(s + chunk, n)) for s in range(cut, n, chunk)
+            ]
         if len(dims) != 1:
-            raise ValueError(f"activation files disagree on width: {dims} in {self.paths}")
+            raise ValueError(
+                f"activation files disagree on width: {dims} in {self.paths}"
+            )
         self.d_model = dims.pop()
         self.n_train = sum(s.stop - s.start for s in self.train)
         self.n_holdout = sum(s.stop - s.start for s in self.holdout)
@@ -71,7 +77,9 @@ class ActivationSource:
         order = rng.permutation(len(self.train))
         leftover = np.empty((0, self.d_model), np.float32)
         for start in range(0, len(order), pool_chunks):
-            pool = self._read([self.train[i] for i in order[start : start + pool_chunks]])
+            pool = self._read(
+                [self.train[i] for i in order[start : start + pool_chunks]]
+            )
             pool = np.concatenate([leftover, pool])
             pool = pool[rng.permutation(len(pool))]
             n_full = len(pool) // batch_size * batch_size

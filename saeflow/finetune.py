@@ -59,7 +59,11 @@ def split_labelled(
 
 
 def finetune(
-    base_ref: str, corpus: pd.DataFrame, cfg: FinetuneConfig, seed: int, out_dir: str | Path
+    base_ref: str,
+    corpus: pd.DataFrame,
+    cfg: FinetuneConfig,
+    seed: int,
+    out_dir: str | Path,
 ) -> FinetuneResult:
     """Fine-tune `base_ref` on the corpus' labels and save it to `out_dir`.
 
@@ -78,7 +82,9 @@ def finetune(
         label2id=label_id,
     )
     model.config.pad_token_id = tok.pad_token_id
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     y_train = torch.tensor([label_id[v] for v in train["label"]])
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
@@ -117,11 +123,15 @@ def finetune(
 
 
 def _encode(tok, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    return tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return tok(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
 
 
 @torch.no_grad()
-def _accuracy(model, tok, held: pd.DataFrame, label_id: dict[str, int], cfg: FinetuneConfig) -> float:
+def _accuracy(
+    model, tok, held: pd.DataFrame, label_id: dict[str, int], cfg: FinetuneConfig
+) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(held), cfg.batch_size):

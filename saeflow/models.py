@@ -62,7 +62,11 @@ def _hub_error(ref: str, err: Exception) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"model reference {ref!r} resolves nowhere: not an installed package, not a "
         "local folder, and not loadable from the Hugging Face hub"
-        + (" (HF_HUB_OFFLINE=1 is set)" if offline else " (this machine may be offline)")
+        + (
+            " (HF_HUB_OFFLINE=1 is set)"
+            if offline
+            else " (this machine may be offline)"
+        )
         + f": {err}"
     )
 
@@ -80,7 +84,9 @@ def load_tokenizer(ref: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_encoder(ref: str, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+def load_encoder(
+    ref: str, dtype: str = "float32", device: str = "cpu"
+) -> PreTrainedModel:
     """Load the backbone (no task head) of a model reference, in eval mode.
 
     A sequence-classification checkpoint made by the finetune rule loads as its

@@ -28,10 +28,22 @@ def plot_specialization_by_layer(
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     layers = comparison["layer"].astype(str)
     left.bar(layers, comparison["max_specialization"], color="#c7d7ee", label="maximum")
-    left.bar(layers, comparison["avg_specialization"], color="#2b6cb0", label="average (top features)")
-    left.set(xlabel="layer", ylabel="domain − general mean activation", title="Specialization per layer")
+    left.bar(
+        layers,
+        comparison["avg_specialization"],
+        color="#2b6cb0",
+        label="average (top features)",
+    )
+    left.set(
+        xlabel="layer",
+        ylabel="domain − general mean activation",
+        title="Specialization per layer",
+    )
     left.legend()
-    groups = [consolidated.loc[consolidated["layer"] == v, "specialization"] for v in comparison["layer"]]
+    groups = [
+        consolidated.loc[consolidated["layer"] == v, "specialization"]
+        for v in comparison["layer"]
+    ]
     right.boxplot(groups, tick_labels=list(layers))
     right.set(xlabel="layer", ylabel="specialization", title="Top features per layer")
     fig.suptitle(title)
@@ -42,9 +54,20 @@ def plot_training_curve(curve: pd.DataFrame, title: str, path: str | Path) -> No
     """FVU and dead fraction against training tokens."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(curve["tokens"], curve["fvu"], label="train FVU")
-    ax.set(xlabel="tokens", ylabel="FVU", title=title, ylim=(0, max(1.0, curve["fvu"].max())))
+    ax.set(
+        xlabel="tokens",
+        ylabel="FVU",
+        title=title,
+        ylim=(0, max(1.0, curve["fvu"].max())),
+    )
     ax2 = ax.twinx()
-    ax2.plot(curve["tokens"], curve["dead_fraction"], color="#c53030", ls="--", label="dead fraction")
+    ax2.plot(
+        curve["tokens"],
+        curve["dead_fraction"],
+        color="#c53030",
+        ls="--",
+        label="dead fraction",
+    )
     ax2.set(ylabel="dead fraction", ylim=(0, 1))
     fig.legend(loc="upper right")
     save_figure(fig, path)

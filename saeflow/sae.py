@@ -80,16 +80,22 @@ class TopKSAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """x: [N, D] in input units → top-k code."""
-        pre = F.relu((x * self.scale - self.b_dec) @ self.W_enc.T + self.b_enc)  # (N, M)
+        pre = F.relu(
+            (x * self.scale - self.b_dec) @ self.W_enc.T + self.b_enc
+        )  # (N, M)
         vals, idx = pre.topk(self.shape.k, dim=1, sorted=False)
         return EncoderOutput(vals, idx)
 
     def decode(self, code: EncoderOutput) -> torch.Tensor:
         """Sparse code → [N, D] reconstruction in input units."""
-        out = F.embedding_bag(code.idx, self.W_dec, per_sample_weights=code.vals, mode="sum")
+        out = F.embedding_bag(
+            code.idx, self.W_dec, per_sample_weights=code.vals, mode="sum"
+        )
         return (out + self.b_dec) / self.scale
 
-    def forward(self, x: torch.Tensor, dead: torch.Tensor | None = None, aux_k: int = 0) -> ForwardOutput:
+    def forward(
+        self, x: torch.Tensor, dead: torch.Tensor | None = None, aux_k: int = 0
+    ) -> ForwardOutput:
         """Encode, decode and score a batch.
 
         dead: [M] bool mask of latents considered dead; when any are, the AuxK
@@ -105,12 +111,16 @@ class TopKSAE(nn.Module):
             aux = self._aux_loss(xs, rs, dead, aux_k)
         return ForwardOutput(recon, code, fvu, aux)
 
-    def _aux_loss(self, xs: torch.Tensor, rs: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+    def _aux_loss(
+        self, xs: torch.Tensor, rs: torch.Tensor, dead: torch.Tensor, aux_k: int
+    ) -> torch.Tensor:
         dead_ids = dead.nonzero().squeeze(1)
         pre = F.relu((xs - self.b_dec) @ self.W_enc[dead_ids].T + self.b_enc[dead_ids])
         vals, j = pre.topk(min(aux_k, len(dead_ids)), dim=1, sorted=False)
         resid = (xs - rs).detach()
-        aux_recon = F.embedding_bag(dead_ids[j], self.W_dec, per_sample_weights=vals, mode="sum")
+        aux_recon = F.embedding_bag(
+            dead_ids[j], self.W_dec, per_sample_weights=vals, mode="sum"
+        )
         return (resid - aux_recon).pow(2).sum() / (resid - resid.mean(0)).pow(2).sum()
 
     @torch.no_grad()
@@ -133,9 +143,13 @@ class TopKSAE(nn.Module):
         """Write `sae.safetensors` and `cfg.json` into `folder`, atomically."""
         with atomic_path(folder) as tmp:
             tmp.mkdir()
-            tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+            tensors = {
+                k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+            }
             save_file(tensors, tmp / "sae.safetensors")
-            (tmp / "cfg.json").write_text(json.dumps(asdict(self.shape), indent=2) + "\n")
+            (tmp / "cfg.json").write_text(
+                json.dumps(asdict(self.shape), indent=2) + "\n"
+            )
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TopKSAE:

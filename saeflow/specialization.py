@@ -23,12 +23,18 @@ def specialization_table(domain: pd.DataFrame, general: pd.DataFrame) -> pd.Data
     both = domain[["feature", *STAT_KEYS]].merge(
         general[["feature", *STAT_KEYS]], on="feature", suffixes=("_domain", "_general")
     )
-    both["specialization"] = both["mean_activation_domain"] - both["mean_activation_general"]
-    return both.sort_values("specialization", ascending=False, kind="stable").reset_index(drop=True)
+    both["specialization"] = (
+        both["mean_activation_domain"] - both["mean_activation_general"]
+    )
+    return both.sort_values(
+        "specialization", ascending=False, kind="stable"
+    ).reset_index(drop=True)
 
 
-def top_features(table: pd.DataFrame, top_n: int, min_specialization: float) -> pd.DataFrame:
-    """The `top_n` most specialized features above `min_specialization`, ranked from 1."""
+def top_features(
+    table: pd.DataFrame, top_n: int, min_specialization: float
+) -> pd.DataFrame:
+    """The `top_n` features specialized above `min_specialization`, ranked from 1."""
     top = table[table["specialization"] > min_specialization].head(top_n).copy()
     top.insert(0, "rank", range(1, len(top) + 1))
     return top
@@ -52,19 +58,26 @@ def layer_reports(
 ) -> LayerReports:
     """Combine per-layer top-feature tables (from `top_features`) across layers."""
     consolidated = pd.concat(
-        [t.assign(layer=layer) for layer, t in sorted(per_layer_top.items())], ignore_index=True
+        [t.assign(layer=layer) for layer, t in sorted(per_layer_top.items())],
+        ignore_index=True,
     )
     consolidated.insert(0, "layer", consolidated.pop("layer"))
     rows = []
     for layer, t in sorted(per_layer_top.items()):
         best = t.iloc[0] if len(t) else None
-        rows.append({
-            "layer": layer,
-            "avg_specialization": float(t["specialization"].mean()) if len(t) else 0.0,
-            "max_specialization": float(best["specialization"]) if best is not None else 0.0,
-            "top_feature": int(best["feature"]) if best is not None else -1,
-            "feature_count": len(t),
-        })
+        rows.append(
+            {
+                "layer": layer,
+                "avg_specialization": float(t["specialization"].mean())
+                if len(t)
+                else 0.0,
+                "max_specialization": float(best["specialization"])
+                if best is not None
+                else 0.0,
+                "top_feature": int(best["feature"]) if best is not None else -1,
+                "feature_count": len(t),
+            }
+        )
     comparison = pd.DataFrame(rows)
     comparison["layer_rank"] = (
         comparison["avg_specialization"].rank(ascending=False, method="min").astype(int)
@@ -81,10 +94,12 @@ def layer_reports(
         **notes,
         "layers": [int(v) for v in comparison["layer"]],
         "most_specialized_layer": int(best_layer["layer"]),
-        "features_ranked_per_layer": {int(r.layer): int(r.feature_count) for r in comparison.itertuples()},
+        "features_ranked_per_layer": {
+            int(r.layer): int(r.feature_count) for r in comparison.itertuples()
+        },
         "layer_comparison": comparison.to_dict(orient="records"),
-        "top_features": top_domain.head(20)[["rank", "layer", "feature", "specialization"]].to_dict(
-            orient="records"
-        ),
+        "top_features": top_domain.head(20)[
+            ["rank", "layer", "feature", "specialization"]
+        ].to_dict(orient="records"),
     }
     return LayerReports(consolidated, comparison, top_domain, summary)

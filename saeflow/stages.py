@@ -14,7 +14,13 @@ import pandas as pd
 import torch
 
 from saeflow.activations import cache_activations
-from saeflow.config import ActivationConfig, CorpusConfig, FeatureConfig, FinetuneConfig, SAEConfig
+from saeflow.config import (
+    ActivationConfig,
+    CorpusConfig,
+    FeatureConfig,
+    FinetuneConfig,
+    SAEConfig,
+)
 from saeflow.corpus import build_corpus, write_corpus
 from saeflow.data import ActivationSource
 from saeflow.finetune import finetune
@@ -34,8 +40,12 @@ def setup_logging(log_path: str | Path | None, threads: int | None = None) -> No
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         sys.stderr = open(log_path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if threads:
         torch.set_num_threads(threads)
 
@@ -47,51 +57,102 @@ def make_corpus(cfg: CorpusConfig, seed: int, out: str | Path) -> None:
     write_corpus(df, out)
 
 
-def make_finetuned(base_ref: str, corpus: str | Path, cfg: FinetuneConfig, seed: int,
-                   out_dir: str | Path, metrics: str | Path) -> None:
+def make_finetuned(
+    base_ref: str,
+    corpus: str | Path,
+    cfg: FinetuneConfig,
+    seed: int,
+    out_dir: str | Path,
+    metrics: str | Path,
+) -> None:
     """Fine-tune the base model on the domain corpus' labels."""
     df = pd.read_parquet(corpus)
     result = finetune(base_ref, df, cfg, seed, out_dir)
-    write_json({**result._asdict(), "base_model": base_ref, "config": cfg.to_dict(),
-                "synthetic_fraction": float(df["synthetic"].mean())}, metrics)
+    write_json(
+        {
+            **result._asdict(),
+            "base_model": base_ref,
+            "config": cfg.to_dict(),
+            "synthetic_fraction": float(df["synthetic"].mean()),
+        },
+        metrics,
+    )
 
 
-def make_activations(model_ref: str, corpus: str | Path, cfg: ActivationConfig,
-                     out_paths: dict[int, str], report: str | Path, device: str,
-                     model_dtype: str) -> None:
+def make_activations(
+    model_ref: str,
+    corpus: str | Path,
+    cfg: ActivationConfig,
+    out_paths: dict[int, str],
+    report: str | Path,
+    device: str,
+    model_dtype: str,
+) -> None:
     """Cache activations of one model on one corpus for every configured layer."""
     df = pd.read_parquet(corpus, columns=["doc_id", "text"])
     result = cache_activations(
-        model_ref, df["doc_id"].tolist(), df["text"].tolist(), cfg, out_paths,
+        model_ref,
+        df["doc_id"].tolist(),
+        df["text"].tolist(),
+        cfg,
+        out_paths,
         {"corpus": str(corpus), "corpus_hash": sha256_file(corpus)},
-        pick_device(device), model_dtype,
+        pick_device(device),
+        model_dtype,
     )
     log.info("activations: %s", result._asdict())
-    write_json({**result._asdict(), "model_ref": model_ref, "corpus": str(corpus)}, report)
+    write_json(
+        {**result._asdict(), "model_ref": model_ref, "corpus": str(corpus)}, report
+    )
 
 
-def make_sae(acts: list[str], cfg: SAEConfig, seed: int, device: str, out_dir: str | Path,
-             metrics: str | Path, curve: str | Path, figure: str | Path, title: str) -> None:
+def make_sae(
+    acts: list[str],
+    cfg: SAEConfig,
+    seed: int,
+    device: str,
+    out_dir: str | Path,
+    metrics: str | Path,
+    curve: str | Path,
+    figure: str | Path,
+    title: str,
+) -> None:
     """Train one SAE on the given activation caches (all corpora of one layer)."""
     source = ActivationSource(acts, cfg.holdout_fraction)
     trainer = Trainer(source, cfg, seed, pick_device(device))
     result = trainer.fit(curve)
     trainer.sae.save(out_dir)
-    write_json({**result._asdict(), "eval": result.eval._asdict(), "config": cfg.to_dict(),
-                "n_latents": trainer.sae.shape.n_latents, "d_in": source.d_model,
-                "n_train_tokens": source.n_train, "lr": trainer.lr}, metrics)
+    write_json(
+        {
+            **result._asdict(),
+            "eval": result.eval._asdict(),
+            "config": cfg.to_dict(),
+            "n_latents": trainer.sae.shape.n_latents,
+            "d_in": source.d_model,
+            "n_train_tokens": source.n_train,
+            "lr": trainer.lr,
+        },
+        metrics,
+    )
     plot_training_curve(pd.read_csv(curve), title, figure)
 
 
-def make_feature_stats(sae_dir: str | Path, acts: str | Path, batch_size: int,
-                       device: str, out: str | Path) -> None:
+def make_feature_stats(
+    sae_dir: str | Path, acts: str | Path, batch_size: int, device: str, out: str | Path
+) -> None:
     """Per-feature statistics of one SAE on one corpus."""
     sae = TopKSAE.load(sae_dir, pick_device(device))
     write_parquet(feature_stats_of_file(sae, acts, batch_size), out)
 
 
-def make_layer_ranking(domain: str | Path, general: str | Path, cfg: FeatureConfig,
-                       table_out: str | Path, csv_out: str | Path, json_out: str | Path) -> None:
+def make_layer_ranking(
+    domain: str | Path,
+    general: str | Path,
+    cfg: FeatureConfig,
+    table_out: str | Path,
+    csv_out: str | Path,
+    json_out: str | Path,
+) -> None:
     """Rank one layer's features by specialization (domain − general mean)."""
     table = specialization_table(pd.read_parquet(domain), pd.read_parquet(general))
     write_parquet(table, table_out)
@@ -100,16 +161,26 @@ def make_layer_ranking(domain: str | Path, general: str | Path, cfg: FeatureConf
     write_json(top.to_dict(orient="records"), json_out)
 
 
-def make_model_summary(layer_csvs: dict[int, str], corpus: str | Path, cfg: FeatureConfig,
-                       model: str, outs: dict[str, str]) -> None:
+def make_model_summary(
+    layer_csvs: dict[int, str],
+    corpus: str | Path,
+    cfg: FeatureConfig,
+    model: str,
+    outs: dict[str, str],
+) -> None:
     """Cross-layer reports and figure for one model."""
     per_layer = {layer: pd.read_csv(path) for layer, path in layer_csvs.items()}
-    synthetic = float(pd.read_parquet(corpus, columns=["synthetic"])["synthetic"].mean())
+    synthetic = float(
+        pd.read_parquet(corpus, columns=["synthetic"])["synthetic"].mean()
+    )
     notes = {
         "model": model,
         "domain_corpus_synthetic_fraction": synthetic,
-        "note": ("domain corpus is SYNTHETIC (generated headlines)" if synthetic > 0
-                 else "domain corpus is real text"),
+        "note": (
+            "domain corpus is SYNTHETIC (generated headlines)"
+            if synthetic > 0
+            else "domain corpus is real text"
+        ),
         "top_n": cfg.top_n,
         "min_specialization": cfg.min_specialization,
     }
@@ -119,5 +190,9 @@ def make_model_summary(layer_csvs: dict[int, str], corpus: str | Path, cfg: Feat
     write_csv(reports.top_domain, outs["top_domain"])
     write_json(reports.summary, outs["summary"])
     label = " (synthetic domain corpus)" if synthetic > 0 else ""
-    plot_specialization_by_layer(reports.layer_comparison, reports.consolidated,
-                                 f"{model}: domain specialization by layer{label}", outs["figure"])
+    plot_specialization_by_layer(
+        reports.layer_comparison,
+        reports.consolidated,
+        f"{model}: domain specialization by layer{label}",
+        outs["figure"],
+    )

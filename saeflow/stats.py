@@ -16,7 +16,14 @@ import torch
 from saeflow.data import iter_rows
 from saeflow.sae import TopKSAE
 
-STAT_COLUMNS = ["feature", "mean_activation", "max_activation", "frac_active", "mean_when_active", "n_tokens"]
+STAT_COLUMNS = [
+    "feature",
+    "mean_activation",
+    "max_activation",
+    "frac_active",
+    "mean_when_active",
+    "n_tokens",
+]
 
 
 @torch.no_grad()
@@ -38,16 +45,20 @@ def feature_stats(sae: TopKSAE, batches: Iterable[torch.Tensor]) -> pd.DataFrame
         n += len(x)
     if n == 0:
         raise ValueError("no tokens to compute feature statistics on")
-    return pd.DataFrame({
-        "feature": torch.arange(m).numpy(),
-        "mean_activation": (total / n).cpu().numpy(),
-        "max_activation": peak.cpu().numpy(),
-        "frac_active": (count.double() / n).cpu().numpy(),
-        "mean_when_active": (total / count.clamp_min(1)).cpu().numpy(),
-        "n_tokens": n,
-    })
+    return pd.DataFrame(
+        {
+            "feature": torch.arange(m).numpy(),
+            "mean_activation": (total / n).cpu().numpy(),
+            "max_activation": peak.cpu().numpy(),
+            "frac_active": (count.double() / n).cpu().numpy(),
+            "mean_when_active": (total / count.clamp_min(1)).cpu().numpy(),
+            "n_tokens": n,
+        }
+    )
 
 
-def feature_stats_of_file(sae: TopKSAE, acts_path: str | Path, batch_size: int) -> pd.DataFrame:
+def feature_stats_of_file(
+    sae: TopKSAE, acts_path: str | Path, batch_size: int
+) -> pd.DataFrame:
     """`feature_stats` over every row of one activation cache."""
     return feature_stats(sae, iter_rows([acts_path], batch_size))

@@ -24,7 +24,17 @@ from saeflow.sae import SAEShape, TopKSAE
 
 log = logging.getLogger(__name__)
 
-CURVE_FIELDS = ["step", "tokens", "loss", "fvu", "aux_loss", "l0", "dead_fraction", "lr", "tokens_per_s"]
+CURVE_FIELDS = [
+    "step",
+    "tokens",
+    "loss",
+    "fvu",
+    "aux_loss",
+    "l0",
+    "dead_fraction",
+    "lr",
+    "tokens_per_s",
+]
 
 
 class EvalResult(NamedTuple):
@@ -63,7 +73,9 @@ def default_lr(n_latents: int) -> float:
 class Trainer:
     """Holds the SAE, optimizer and dead-latent counters for one training run."""
 
-    def __init__(self, source: ActivationSource, cfg: SAEConfig, seed: int, device: str) -> None:
+    def __init__(
+        self, source: ActivationSource, cfg: SAEConfig, seed: int, device: str
+    ) -> None:
         self.cfg, self.source, self.device = cfg, source, device
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
@@ -112,7 +124,9 @@ class Trainer:
     def batches(self):
         """Training batches across epochs until `steps_total` steps are done."""
         while True:
-            for x in self.source.train_batches(self.cfg.batch_size, self.rng, self.cfg.shuffle_chunks):
+            for x in self.source.train_batches(
+                self.cfg.batch_size, self.rng, self.cfg.shuffle_chunks
+            ):
                 yield x.to(self.device)
 
     def fit(self, curve_path: str | Path) -> TrainResult:
@@ -126,8 +140,14 @@ class Trainer:
             seconds += time.perf_counter() - t0
             if self.step % self.cfg.log_every == 0 or self.step == self.steps_total:
                 tokens = self.step * self.cfg.batch_size
-                rows.append({"step": self.step, "tokens": tokens, **metrics,
-                             "tokens_per_s": tokens / seconds})
+                rows.append(
+                    {
+                        "step": self.step,
+                        "tokens": tokens,
+                        **metrics,
+                        "tokens_per_s": tokens / seconds,
+                    }
+                )
         _write_curve(rows, curve_path)
         tokens_seen = self.steps_total * self.cfg.batch_size
         result = TrainResult(

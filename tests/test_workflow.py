@@ -18,7 +18,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, config: Path = TINY) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, config: Path = TINY
+) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(config), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
@@ -63,7 +65,9 @@ def test_end_to_end_outputs(tiny_run):
         top = pd.read_csv(feats / "layer_1" / "top_5_features_analysis.csv")
         assert len(top) <= 5 and (top["specialization"] > 0).all()
         for layer in (1, 2):
-            metrics = json.loads((res / "sae" / model / f"layer_{layer}" / "metrics.json").read_text())
+            metrics = json.loads(
+                (res / "sae" / model / f"layer_{layer}" / "metrics.json").read_text()
+            )
             assert 0 < metrics["eval"]["fvu"] < 1
             assert metrics["eval"]["l0"] <= 4
     ft = json.loads((res / "models" / "finetuned_metrics.json").read_text())
@@ -89,7 +93,9 @@ def test_changing_k_reruns_only_sae_and_downstream(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_changing_corpus_reruns_everything_downstream(tiny_run, tmp_path):
-    cfg = edited_config(tmp_path, "corpus.yaml", lambda c: c["corpora"]["domain"].update(n_docs=130))
+    cfg = edited_config(
+        tmp_path, "corpus.yaml", lambda c: c["corpora"]["domain"].update(n_docs=130)
+    )
     jobs = planned_jobs(snakemake(tiny_run, "-n", config=cfg))
     assert jobs["build_corpus"] == 1  # only the domain corpus changed
     assert jobs["finetune_model"] == 1
@@ -130,7 +136,14 @@ def test_default_config_builds_its_dag(tmp_path):
 
 def test_snakefmt_clean():
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            str(Path(sys.executable).parent / "snakefmt"),
+            "--check",
+            "Snakefile",
+            "rules",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
