@@ -1,0 +1,52 @@
+"""The one place that picks an implementation for each SAE op.
+
+* ``SAEFLOW_DISABLE_TRITON=1`` in the environment: the torch reference, always
+  (read at every call, so tests and users can flip it without re-importing).
+* CUDA tensors: the Triton kernels.
+* Anything else (CPU): the pure-torch fast path, which shares the Triton path's
+  autograd Functions and differs only in the primitives it calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from .sparse_decode import sparse_decode_cpu, sparse_decode_ref, sparse_decode_triton
+from .topk_encode import topk_encode_cpu, topk_encode_ref, topk_encode_triton
+
+
+def _pick(
+    device: torch.device, triton_fn: Callable, cpu_fn: Callable, ref_fn: Callable
+) -> Callable:
+    if os.environ.get("SAEFLOW_DISABLE_TRITON") == "1":
+        return ref_fn
+    return triton_fn if device.type == "cuda" else cpu_fn
+
+
+def topk_encode(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of ``relu(x @ W_enc.T + b_enc)``: ``(vals [N, k] >= 0, idx [N, k])``.
+
+    ``x [N, D]`` (already minus ``b_dec``), ``W_enc [M, D]``, ``b_enc [M]``;
+    differentiable in ``x``, ``W_enc`` and ``b_enc``.
+    """
+    impl = _pick(x.device, topk_encode_triton, topk_encode_cpu, topk_encode_ref)
+    return impl(x, W_enc, b_enc, k)
+
+
+def sparse_decode(
+    vals: torch.Tensor, idx: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor
+) -> torch.Tensor:
+    """``out[n] = sum_j vals[n, j] * W_dec[idx[n, j]] + b_dec``: ``[N, D]``.
+
+    ``vals``/``idx`` ``[N, k]``, ``W_dec [M, D]``, ``b_dec [D]``; differentiable
+    in ``vals``, ``W_dec`` and ``b_dec``.
+    """
+    impl = _pick(
+        vals.device, sparse_decode_triton, sparse_decode_cpu, sparse_decode_ref
+    )
+    return impl(vals, idx, W_dec, b_dec)

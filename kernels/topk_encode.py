@@ -1,0 +1,270 @@
+"""Fused top-k SAE encoder: ``topk(relu(x @ W_enc.T + b_enc), k) -> (vals, idx)``.
+
+The ``[N, M]`` pre-activation is never written to memory. The Triton kernel
+computes it one ``[BLOCK_N, BLOCK_M]`` tile at a time, keeps a running top-k per
+row in registers, and writes one candidate list per split of M; a small torch
+top-k merges the splits. The CPU path bounds memory the same way by encoding a
+chunk of rows at a time.
+
+Top-k selection carries (value, latent) pairs as one int64 key,
+``float_bits(value) << 32 | latent``: ReLU outputs are >= 0, whose IEEE bits
+order like the integers, and ``tl.topk`` returns values only.
+
+``vals`` come out in descending order. Where a row has fewer than ``k`` positive
+pre-activations, the zero-valued entries carry arbitrary latents; their
+contributions and gradients are zero.
+
+The backward uses only ``x``, ``vals`` and ``idx``: ``grad_x`` is a sparse
+decode with ``W_enc``, ``grad_W_enc`` a sparse-transpose x dense product with
+``k`` non-zeros per token, ``grad_b_enc`` a scatter-add of ``N * k`` scalars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from .sparse_decode import CPU_OPS, TRITON_OPS, SparseOps
+
+
+@triton.jit
+def _topk_encode_kernel(
+    x_ptr,  # [N, D] encoder input (the caller has subtracted b_dec)
+    w_ptr,  # [M, D] encoder weights, row m = latent m
+    b_ptr,  # [M] encoder bias
+    key_ptr,  # [N, SPLITS, KP] int64 out: per split, the top-KP packed keys
+    N,
+    M,
+    D,
+    cols_per_split,  # latents per split, a multiple of BLOCK_M
+    SPLITS: tl.constexpr,
+    KP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    split = tl.program_id(1)
+    # -1 sorts below every real key (real keys are >= 0), so empty slots lose.
+    best = tl.full([BLOCK_N, KP], -1, dtype=tl.int64)
+    first = split * cols_per_split
+    for m0 in range(first, first + cols_per_split, BLOCK_M):
+        lat = m0 + tl.arange(0, BLOCK_M)
+        lat_mask = lat < M
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            cols = d0 + tl.arange(0, BLOCK_D)
+            col_mask = cols < D
+            xt = tl.load(
+                x_ptr + rows[:, None].to(tl.int64) * D + cols[None, :],
+                mask=row_mask[:, None] & col_mask[None, :],
+                other=0.0,
+            )
+            wt = tl.load(
+                w_ptr + lat[:, None].to(tl.int64) * D + cols[None, :],
+                mask=lat_mask[:, None] & col_mask[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(xt, tl.trans(wt), acc)
+        acc += tl.load(b_ptr + lat, mask=lat_mask, other=0.0).to(tl.float32)[None, :]
+        # where(>0) rather than maximum(): -0.0 would pack as a negative key.
+        acc = tl.where(acc > 0, acc, 0.0)
+        bits = acc.to(tl.int32, bitcast=True).to(tl.int64)
+        key = (bits << 32) | lat.to(tl.int64)[None, :]
+        key = tl.where(lat_mask[None, :], key, -1)
+        tile_best = tl.topk(key, KP)
+        best = tl.topk(tl.reshape(tl.join(best, tile_best), [BLOCK_N, 2 * KP]), KP)
+    out = key_ptr + rows[:, None].to(tl.int64) * (SPLITS * KP) + split * KP
+    tl.store(out + tl.arange(0, KP)[None, :], best, mask=row_mask[:, None])
+
+
+def _unpack(
+    keys: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split packed int64 keys into (float values in ``dtype``, int64 latents)."""
+    vals = (keys >> 32).to(torch.int32).view(torch.float32).to(dtype)
+    return vals, keys & 0xFFFFFFFF
+
+
+def _default_splits(row_blocks: int, col_blocks: int, device: torch.device) -> int:
+    """Enough splits of M to give every SM two programs (1 off the GPU)."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(col_blocks, triton.cdiv(2 * sms, row_blocks)))
+
+
+def topk_encode_fwd_triton(
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of ``relu(x @ W_enc.T + b_enc)`` per row: ``(vals [N, k], idx [N, k])``.
+
+    Layout: ``x`` ``[N, D]``, ``W_enc`` ``[M, D]``, ``b_enc`` ``[M]``, row-major on
+    one device, ``k <= M``. ``splits`` (default: fill the GPU) cuts M into that
+    many ranges scanned in parallel and merged afterwards. ``vals`` are in x's
+    dtype, descending; ``idx`` int64. Accumulates in fp32.
+    """
+    N, D = x.shape
+    M = W_enc.shape[0]
+    assert W_enc.shape == (M, D) and b_enc.shape == (M,), "W_enc [M, D], b_enc [M]"
+    assert 1 <= k <= M, f"k={k} must be in [1, M={M}]"
+    assert x.is_contiguous() and W_enc.is_contiguous() and b_enc.is_contiguous()
+    assert x.device == W_enc.device == b_enc.device, "tensors on different devices"
+    KP = triton.next_power_of_2(k)
+    BLOCK_N = 16  # tl.dot's minimum; the running top-KP keys also live per row
+    BLOCK_M = max(64, KP)  # tl.topk needs the tile at least KP wide
+    BLOCK_D = max(16, min(64, triton.next_power_of_2(D)))
+    row_blocks = triton.cdiv(N, BLOCK_N)
+    col_blocks = triton.cdiv(M, BLOCK_M)
+    splits = splits or _default_splits(row_blocks, col_blocks, x.device)
+    cols_per_split = triton.cdiv(col_blocks, splits) * BLOCK_M
+    splits = triton.cdiv(M, cols_per_split)  # drop splits that would be empty
+    keys = torch.empty(N, splits, KP, dtype=torch.int64, device=x.device)
+    _topk_encode_kernel[(row_blocks, splits)](
+        x,
+        W_enc,
+        b_enc,
+        keys,
+        N,
+        M,
+        D,
+        cols_per_split,
+        SPLITS=splits,
+        KP=KP,
+        BLOCK_N=BLOCK_N,
+        BLOCK_M=BLOCK_M,
+        BLOCK_D=BLOCK_D,
+    )
+    # Each split's list is sorted already; merging needs one small top-k.
+    keys = keys[:, 0, :k] if splits == 1 else keys.view(N, -1).topk(k, dim=1).values
+    return _unpack(keys, x.dtype)
+
+
+def _row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pre.topk(k, dim=1)`` (descending), cheaper when ``M`` splits into groups.
+
+    Column ``m`` belongs to group ``m % G`` of ``g = M / G`` columns. Each top-k
+    element lies in a group whose max is at least the k-th value, and at most k
+    groups beat every other group's max (ties included), so the top-k groups by
+    max hold the whole answer. The group max is an elementwise max over ``g``
+    contiguous slices (vectorised), which leaves torch.topk only ``G`` plus
+    ``g * k`` entries per row instead of ``M``.
+    """
+    C, M = pre.shape
+    g = 8
+    if M % g or M // g < 4 * k:
+        return pre.topk(k, dim=1)
+    G = M // g
+    strided = pre.view(C, g, G)
+    groups = strided.amax(1).topk(k, dim=1, sorted=False).indices  # [C, k]
+    cand = strided.gather(2, groups[:, None, :].expand(C, g, k)).view(C, g * k)
+    vals, pos = cand.topk(k, dim=1)
+    return vals, (pos // k) * G + groups.gather(1, pos % k)
+
+
+def topk_encode_fwd_cpu(
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    chunk_elems: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU twin of :func:`topk_encode_fwd_triton`, encoding a chunk of rows at a time.
+
+    A chunk's pre-activation (``chunk_elems`` floats, 16 MiB by default) stays in
+    the last-level cache between the matmul and the top-k, and memory does not
+    grow with ``N * M``. Half precision is computed in fp32 (the CPU has no fast
+    fp16/bf16 matmul).
+    """
+    N, D = x.shape
+    M = W_enc.shape[0]
+    assert W_enc.shape == (M, D) and b_enc.shape == (M,), "W_enc [M, D], b_enc [M]"
+    assert 1 <= k <= M, f"k={k} must be in [1, M={M}]"
+    rows = max(1, min(N, chunk_elems // M))
+    xf, Wt, bf = x.float(), W_enc.float().T, b_enc.float()
+    buf = torch.empty(rows, M)
+    vals = torch.empty(N, k)
+    idx = torch.empty(N, k, dtype=torch.int64)
+    for start in range(0, N, rows):
+        stop = min(start + rows, N)
+        pre = torch.addmm(bf, xf[start:stop], Wt, out=buf[: stop - start])
+        vals[start:stop], idx[start:stop] = _row_topk(pre, k)
+    return vals.clamp_(min=0).to(x.dtype), idx
+
+
+class EncodeBackend(NamedTuple):
+    """A forward top-k encoder and the sparse primitives for its backward."""
+
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    ops: SparseOps
+
+
+TRITON_BACKEND = EncodeBackend(topk_encode_fwd_triton, TRITON_OPS)
+CPU_BACKEND = EncodeBackend(topk_encode_fwd_cpu, CPU_OPS)
+
+
+class TopKEncode(torch.autograd.Function):
+    """Fused top-k encoder; saves ``x``, ``vals``, ``idx``, never the dense code."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        W_enc: torch.Tensor,
+        b_enc: torch.Tensor,
+        k: int,
+        backend: EncodeBackend,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vals, idx = backend.forward(x, W_enc, b_enc, k)
+        ctx.ops = backend.ops
+        ctx.save_for_backward(x, W_enc, vals, idx)
+        ctx.mark_non_differentiable(idx)
+        return vals, idx
+
+    @staticmethod
+    def backward(ctx, grad_vals: torch.Tensor, _grad_idx: None):
+        x, W_enc, vals, idx = ctx.saved_tensors
+        ops: SparseOps = ctx.ops
+        need_x, need_w, need_b, _, _ = ctx.needs_input_grad
+        # ReLU's gradient: zero where the selected value was clipped to 0.
+        g = torch.where(vals > 0, grad_vals, 0).contiguous()
+        grad_x = ops.gather_sum(g, idx, W_enc, None) if need_x else None
+        grad_w = ops.segment_matmul(idx, g, x, W_enc.shape[0]) if need_w else None
+        grad_b = None
+        if need_b:
+            grad_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device)
+            grad_b.index_add_(0, idx.flatten(), g.flatten())
+        return grad_x, grad_w, grad_b, None, None
+
+
+def topk_encode_triton(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton fused encoder: ``x [N, D]``, ``W_enc [M, D]``, ``b_enc [M]``."""
+    return TopKEncode.apply(x, W_enc, b_enc, k, TRITON_BACKEND)
+
+
+def topk_encode_cpu(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch fused encoder tuned for the CPU (same maths as the Triton path)."""
+    return TopKEncode.apply(
+        x.contiguous(), W_enc.contiguous(), b_enc.contiguous(), k, CPU_BACKEND
+    )
+
+
+def topk_encode_ref(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: dense pre-activation, ReLU, ``torch.topk``, plain autograd."""
+    return F.relu(F.linear(x, W_enc, b_enc)).topk(k, dim=1)
