@@ -8,6 +8,8 @@ rule finetune_model:
         "logs/models/finetune_model.log",
     benchmark:
         "benchmarks/models/finetune_model.tsv"
+    # On the critical path: everything about the fine-tuned model waits for it.
+    priority: 10
     threads: 2
     resources:
         mem_mb=4000,
