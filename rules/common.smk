@@ -49,8 +49,13 @@ def model_input(wildcards):
     return [FINETUNED_DIR] if config["models"][wildcards.model]["ref"] is None else []
 
 
+def is_activated(stage):
+    """Whether an optional stage (a config block with `activate: true`) runs."""
+    return bool(config.get(stage, {}).get("activate", False))
+
+
 def all_targets():
-    """Everything `rule all` asks for."""
+    """Everything `rule all` asks for: the spine, then each activated stage."""
     targets = expand(
         "results/features/{model}/{name}",
         model=MODELS,

@@ -7,11 +7,9 @@ stage can also be run (and tested) without Snakemake.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from saeflow.activations import cache_activations
 from saeflow.config import (
@@ -33,21 +31,6 @@ from saeflow.stats import feature_stats_of_file
 from saeflow.train import Trainer
 
 log = logging.getLogger("saeflow")
-
-
-def setup_logging(log_path: str | Path | None, threads: int | None = None) -> None:
-    """Send stderr (progress bars, warnings) and logging to the rule's log file."""
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        sys.stderr = open(log_path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        force=True,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def make_corpus(cfg: CorpusConfig, seed: int, out: str | Path) -> None:

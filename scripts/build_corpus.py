@@ -1,6 +1,7 @@
 """Rule build_corpus: one corpus → Parquet."""
 
-from saeflow.stages import make_corpus, setup_logging
+from saeflow.job import job
+from saeflow.stages import make_corpus
 
-setup_logging(snakemake.log[0], snakemake.threads)  # noqa: F821
-make_corpus(snakemake.params.cfg, snakemake.params.seed, snakemake.output.corpus)  # noqa: F821
+with job(snakemake) as sm:  # noqa: F821
+    make_corpus(sm.params.cfg, sm.params.seed, sm.output.corpus)

@@ -1,9 +1,13 @@
 """Rule compute_feature_stats: SAE + one corpus' activations → per-feature stats."""
 
-from saeflow.stages import make_feature_stats, setup_logging
+from saeflow.job import job
+from saeflow.stages import make_feature_stats
 
-sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
-make_feature_stats(
-    sm.input.sae, sm.input.acts, sm.params.batch_size, sm.params.device, sm.output.stats
-)
+with job(snakemake) as sm:  # noqa: F821
+    make_feature_stats(
+        sm.input.sae,
+        sm.input.acts,
+        sm.params.batch_size,
+        sm.params.device,
+        sm.output.stats,
+    )

@@ -1,14 +1,14 @@
 """Rule finetune_model: base model + labelled domain corpus → fine-tuned model."""
 
-from saeflow.stages import make_finetuned, setup_logging
+from saeflow.job import job
+from saeflow.stages import make_finetuned
 
-sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
-make_finetuned(
-    sm.params.base,
-    sm.input.corpus,
-    sm.params.cfg,
-    sm.params.seed,
-    sm.output.model,
-    sm.output.metrics,
-)
+with job(snakemake) as sm:  # noqa: F821
+    make_finetuned(
+        sm.params.base,
+        sm.input.corpus,
+        sm.params.cfg,
+        sm.params.seed,
+        sm.output.model,
+        sm.output.metrics,
+    )

@@ -1,14 +1,14 @@
 """Rule rank_specialized_features: domain vs general stats → ranked features."""
 
-from saeflow.stages import make_layer_ranking, setup_logging
+from saeflow.job import job
+from saeflow.stages import make_layer_ranking
 
-sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
-make_layer_ranking(
-    sm.input.domain,
-    sm.input.general,
-    sm.params.cfg,
-    sm.output.table,
-    sm.output.csv,
-    sm.output.json,
-)
+with job(snakemake) as sm:  # noqa: F821
+    make_layer_ranking(
+        sm.input.domain,
+        sm.input.general,
+        sm.params.cfg,
+        sm.output.table,
+        sm.output.csv,
+        sm.output.json,
+    )
