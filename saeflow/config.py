@@ -8,6 +8,7 @@ combinations a JSON schema cannot express and names the offending key.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -132,6 +133,21 @@ class ActivationConfig(_FromDict):
             raise ConfigError(f"activations.layers has a negative layer: {self.layers}")
 
 
+VARIANT_KEYS = {
+    "kind",
+    "expansion",
+    "k",
+    "optimizer",
+    "lr",
+    "l1_coef",
+    "warmup_steps",
+    "aux_k",
+    "aux_coef",
+    "dead_after_tokens",
+}
+"""SAEConfig keys an `sae.variants` entry may override (the rest is shared data)."""
+
+
 @dataclass(frozen=True)
 class SAEConfig(_FromDict):
     """Architecture and training of one sparse autoencoder (the `sae` block)."""
@@ -140,14 +156,18 @@ class SAEConfig(_FromDict):
     """Latents per input dimension (M = expansion * D)."""
     k: int = 32
     """Active latents per token."""
-    kind: Literal["topk"] = "topk"
-    """SAE kind."""
+    kind: Literal["topk", "batchtopk", "relu"] = "topk"
+    """SAE kind: top-k per token, top-(N·k) per batch, or ReLU with an L1 penalty."""
     epochs: float = 4.0
     """Passes over the training tokens."""
     batch_size: int = 1024
     """Tokens per optimizer step."""
+    optimizer: Literal["signum", "adam"] = "signum"
+    """signum: schedule-free sign-SGD (as EleutherAI sparsify); adam: Adam."""
     lr: float | None = None
-    """Adam learning rate; None scales 2e-4 / sqrt(M / 2**14) (Gao et al. 2024)."""
+    """Learning rate; None scales c / sqrt(M / 2**14), c from `optimizer`."""
+    l1_coef: float = 0.05
+    """relu: weight of the L1 penalty on the latents."""
     warmup_steps: int = 50
     """Linear learning-rate warmup."""
     aux_k: int | None = None
@@ -162,8 +182,37 @@ class SAEConfig(_FromDict):
     """HDF5 chunks mixed in the in-memory shuffle buffer."""
     log_every: int = 20
     """Steps between rows of the training-curve CSV."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (weights, optimizer, RNG, data position); 0: none."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere."""
+    tensorboard: bool = False
+    """Also write TensorBoard curves (if tensorboard is installed)."""
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    """More SAEs trained side by side on the same batches: each a `name` plus
+    overrides of the keys in VARIANT_KEYS."""
+
+    def variant_configs(self) -> list[tuple[str, SAEConfig]]:
+        """("default", this config) then each variant's (name, merged config)."""
+        base = dataclasses.replace(self, variants=[])
+        out = [("default", base)]
+        for v in self.variants:
+            overrides = {k: val for k, val in v.items() if k != "name"}
+            out.append((v["name"], dataclasses.replace(base, **overrides)))
+        return out
 
     def __post_init__(self) -> None:
+        names = [v.get("name") for v in self.variants]
+        for i, v in enumerate(self.variants):
+            bad = sorted(set(v) - VARIANT_KEYS - {"name"})
+            if bad:
+                raise ConfigError(f"sae.variants[{i}]: keys {bad} cannot vary per SAE")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(v.get("name", ""))):
+                raise ConfigError(f"sae.variants[{i}].name must be a plain file name")
+        if len(set(names)) != len(names) or "default" in names:
+            raise ConfigError(
+                f"sae.variants names must be unique, not 'default': {names}"
+            )
         if self.k < 1:
             raise ConfigError(f"sae.k must be >= 1, got {self.k}")
         if self.expansion < 1:

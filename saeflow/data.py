@@ -71,11 +71,22 @@ class ActivationSource:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def train_batches(
-        self, batch_size: int, rng: np.random.Generator, pool_chunks: int
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        pool_chunks: int,
+        skip: int = 0,
     ) -> Iterator[torch.Tensor]:
-        """One epoch of shuffled [batch_size, D] float32 batches (last one dropped)."""
+        """One epoch of shuffled [batch_size, D] float32 batches (last one dropped).
+
+        An epoch has `n_train // batch_size` batches. `skip` drops that many from
+        the start (resuming mid-epoch): the order depends on `rng` alone, so the
+        rest equals an uninterrupted epoch's. Skipped pools are still read,
+        because rows left over from one pool are shuffled into the next.
+        """
         order = rng.permutation(len(self.train))
         leftover = np.empty((0, self.d_model), np.float32)
+        done = 0
         for start in range(0, len(order), pool_chunks):
             pool = self._read(
                 [self.train[i] for i in order[start : start + pool_chunks]]
@@ -84,7 +95,9 @@ class ActivationSource:
             pool = pool[rng.permutation(len(pool))]
             n_full = len(pool) // batch_size * batch_size
             for b in range(0, n_full, batch_size):
-                yield torch.from_numpy(pool[b : b + batch_size])
+                if done >= skip:
+                    yield torch.from_numpy(pool[b : b + batch_size])
+                done += 1
             leftover = pool[n_full:]
 
     def holdout_batches(self, batch_size: int) -> Iterator[torch.Tensor]:

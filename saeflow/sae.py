@@ -1,25 +1,49 @@
-"""The top-k sparse autoencoder (Gao et al. 2024, "Scaling and evaluating sparse
-autoencoders"), its losses, and safetensors save/load.
+"""Sparse autoencoders (top-k, batch top-k, L1 ReLU), their losses, save/load.
 
-Each token keeps its k largest ReLU pre-activations; the decoder is a sparse
-gather-sum of k unit-norm rows (`embedding_bag`), never a dense N×M product.
-Inputs are rescaled by one scalar fitted at init so that E‖x‖² = D, which makes
-learning rates transfer across layers and models.
+* ``topk`` (default; Gao et al. 2024, "Scaling and evaluating sparse
+  autoencoders"): each token keeps its k largest ReLU pre-activations.
+* ``batchtopk`` (Bussmann et al. 2024): a batch of N tokens keeps its N·k largest
+  pre-activations, so busy tokens use more latents than quiet ones; at inference a
+  threshold (running mean of the training batches' cut-off) replaces the batch.
+  Candidates are each token's top ``BATCHTOPK_CAP · k`` latents, so memory stays
+  O(N·k) (a token can use at most that many latents).
+* ``relu``: ReLU code trained with an L1 penalty (Bricken et al. 2023), dense.
+
+Encoding and decoding go through :mod:`kernels` (Triton on CUDA, a fused CPU path
+otherwise; ``SAEFLOW_DISABLE_TRITON=1`` forces the torch references): the dense
+N×M pre-activation is never stored for the sparse kinds. Inputs are rescaled by
+one scalar fitted at init so that E‖x‖² = D, which makes learning rates transfer
+across layers and models.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kernels import sparse_decode, topk_encode
 from saeflow.io import atomic_path
+
+SAEKind = Literal["topk", "batchtopk", "relu"]
+BATCHTOPK_CAP = 4
+"""batchtopk: at most this many times k latents per token."""
+THRESHOLD_MOMENTUM = 0.99
+"""batchtopk: weight of the old value in the running inference threshold."""
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over data-parallel ranks (the identity in one process)."""
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 @dataclass(frozen=True)
@@ -31,14 +55,16 @@ class SAEShape:
     n_latents: int
     """Dictionary size M."""
     k: int
-    """Active latents per token."""
+    """Active latents per token (batchtopk: on average; relu: unused)."""
+    kind: SAEKind = "topk"
+    """Sparsity mechanism."""
 
 
 class EncoderOutput(NamedTuple):
-    """Sparse code of a batch."""
+    """Sparse code of a batch (relu: all M latents, in order)."""
 
     vals: torch.Tensor
-    """[N, k] non-negative activations of the kept latents."""
+    """[N, k] non-negative activations of the kept latents (0 = not active)."""
     idx: torch.Tensor
     """[N, k] int64 latent indices."""
 
@@ -54,10 +80,15 @@ class ForwardOutput(NamedTuple):
     """Scalar: ‖x - x̂‖² / ‖x - mean(x)‖² over the batch."""
     aux_loss: torch.Tensor
     """Scalar AuxK loss (0 when no latent is dead)."""
+    l1: torch.Tensor | None = None
+    """Scalar mean over tokens of Σ_i f_i / √D (the relu kind's sparsity penalty)."""
 
 
 class TopKSAE(nn.Module):
-    """Top-k SAE with parameters W_enc [M, D], b_enc [M], W_dec [M, D], b_dec [D]."""
+    """SAE with parameters W_enc [M, D], b_enc [M], W_dec [M, D], b_dec [D].
+
+    Named for the default kind; `shape.kind` selects top-k, batch top-k or ReLU.
+    """
 
     def __init__(self, shape: SAEShape, seed: int = 0) -> None:
         super().__init__()
@@ -71,6 +102,8 @@ class TopKSAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(shape.n_latents))
         self.b_dec = nn.Parameter(torch.zeros(shape.d_in))
         self.register_buffer("scale", torch.ones(()))
+        if shape.kind == "batchtopk":
+            self.register_buffer("threshold", torch.zeros(()))
 
     @torch.no_grad()
     def init_from_data(self, sample: torch.Tensor) -> None:
@@ -79,49 +112,92 @@ class TopKSAE(nn.Module):
         self.b_dec.copy_((sample * self.scale).mean(0))
 
     def encode(self, x: torch.Tensor) -> EncoderOutput:
-        """x: [N, D] in input units → top-k code."""
-        pre = F.relu(
-            (x * self.scale - self.b_dec) @ self.W_enc.T + self.b_enc
-        )  # (N, M)
-        vals, idx = pre.topk(self.shape.k, dim=1, sorted=False)
-        return EncoderOutput(vals, idx)
+        """x: [N, D] in input units → code (batchtopk: batch-wide in training mode)."""
+        return self._encode_scaled(x * self.scale)
+
+    def _encode_scaled(self, xs: torch.Tensor) -> EncoderOutput:
+        centred, (w, b) = xs - self.b_dec, self._enc_weights(xs.dtype)
+        kind, k, m = self.shape.kind, self.shape.k, self.shape.n_latents
+        if kind == "relu":
+            vals = F.relu(F.linear(centred, w, b))  # (N, M)
+            return EncoderOutput(
+                vals, torch.arange(m, device=xs.device).expand_as(vals)
+            )
+        if kind == "topk":
+            return EncoderOutput(*topk_encode(centred, w, b, k))
+        vals, idx = topk_encode(centred, w, b, min(m, BATCHTOPK_CAP * k))
+        if self.training:
+            cut = vals.detach().flatten().topk(min(vals.numel(), len(vals) * k)).values
+            thr = cut[-1]
+            with torch.no_grad():
+                self.threshold.lerp_(thr.float(), 1.0 - THRESHOLD_MOMENTUM)
+        else:
+            thr = self.threshold
+        return EncoderOutput(torch.where(vals >= thr, vals, 0.0), idx)
+
+    def _enc_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # Under bf16 autocast the kernels get bf16 inputs; fp32 master weights.
+        if dtype != self.W_enc.dtype:
+            return self.W_enc.to(dtype), self.b_enc.to(dtype)
+        return self.W_enc, self.b_enc
 
     def decode(self, code: EncoderOutput) -> torch.Tensor:
-        """Sparse code → [N, D] reconstruction in input units."""
-        out = F.embedding_bag(
-            code.idx, self.W_dec, per_sample_weights=code.vals, mode="sum"
-        )
-        return (out + self.b_dec) / self.scale
+        """Code → [N, D] reconstruction in input units."""
+        return self._decode_scaled(code) / self.scale
+
+    def _decode_scaled(self, code: EncoderOutput) -> torch.Tensor:
+        w = self.W_dec.to(code.vals.dtype)
+        if self.shape.kind == "relu":
+            return code.vals @ w + self.b_dec
+        return sparse_decode(code.vals, code.idx, w, self.b_dec.to(code.vals.dtype))
 
     def forward(
-        self, x: torch.Tensor, dead: torch.Tensor | None = None, aux_k: int = 0
+        self,
+        x: torch.Tensor,
+        dead: torch.Tensor | None = None,
+        aux_k: int = 0,
+        reduce: Reduce = _identity,
     ) -> ForwardOutput:
         """Encode, decode and score a batch.
 
         dead: [M] bool mask of latents considered dead; when any are, the AuxK
         loss asks the top-`aux_k` dead latents to explain the residual.
+        reduce: sums over data-parallel ranks, so that each rank's FVU is its share
+        of the global batch's (the variance is the global batch's).
         """
-        code = self.encode(x)
-        recon = self.decode(code)
-        xs, rs = x * self.scale, recon * self.scale
-        total_var = (xs - xs.mean(0)).pow(2).sum()
+        xs = x * self.scale
+        code = self._encode_scaled(xs)
+        rs = self._decode_scaled(code).float()
+        xs = xs.float()
+        total_var = _total_var(xs, reduce)
         fvu = (xs - rs).pow(2).sum() / total_var
         aux = torch.zeros((), device=x.device)
         if dead is not None and aux_k > 0 and bool(dead.any()):
-            aux = self._aux_loss(xs, rs, dead, aux_k)
-        return ForwardOutput(recon, code, fvu, aux)
+            aux = self._aux_loss(xs, rs, dead, aux_k, reduce)
+        l1 = None
+        if self.shape.kind == "relu":
+            n = reduce(torch.tensor(float(len(x)), device=x.device))
+            l1 = code.vals.float().sum() / n / self.shape.d_in**0.5
+        return ForwardOutput(rs / self.scale, code, fvu, aux, l1)
 
     def _aux_loss(
-        self, xs: torch.Tensor, rs: torch.Tensor, dead: torch.Tensor, aux_k: int
+        self,
+        xs: torch.Tensor,
+        rs: torch.Tensor,
+        dead: torch.Tensor,
+        aux_k: int,
+        reduce: Reduce,
     ) -> torch.Tensor:
         dead_ids = dead.nonzero().squeeze(1)
-        pre = F.relu((xs - self.b_dec) @ self.W_enc[dead_ids].T + self.b_enc[dead_ids])
-        vals, j = pre.topk(min(aux_k, len(dead_ids)), dim=1, sorted=False)
-        resid = (xs - rs).detach()
-        aux_recon = F.embedding_bag(
-            dead_ids[j], self.W_dec, per_sample_weights=vals, mode="sum"
+        k = min(aux_k, len(dead_ids))
+        vals, j = topk_encode(
+            xs - self.b_dec, self.W_enc[dead_ids], self.b_enc[dead_ids], k
         )
-        return (resid - aux_recon).pow(2).sum() / (resid - resid.mean(0)).pow(2).sum()
+        resid = (xs - rs).detach()
+        aux_recon = sparse_decode(
+            vals, j, self.W_dec[dead_ids], torch.zeros_like(self.b_dec)
+        )
+        return (resid - aux_recon).pow(2).sum() / _total_var(resid, reduce)
 
     @torch.no_grad()
     def project_decoder_grad(self) -> None:
@@ -153,9 +229,18 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TopKSAE:
-        """Rebuild an SAE saved with `save`."""
+        """Rebuild an SAE saved with `save` (in eval mode)."""
         folder = Path(folder)
         shape = SAEShape(**json.loads((folder / "cfg.json").read_text()))
         sae = cls(shape)
         sae.load_state_dict(load_file(folder / "sae.safetensors"))
-        return sae.to(device)
+        return sae.to(device).eval()
+
+
+def _total_var(x: torch.Tensor, reduce: Reduce) -> torch.Tensor:
+    """Σ‖x - mean(x)‖² over the (global) batch, from per-rank sums."""
+    if reduce is _identity:
+        return (x - x.mean(0)).pow(2).sum()
+    n = reduce(torch.tensor(float(len(x)), device=x.device))
+    mean = reduce(x.sum(0)) / n
+    return reduce((x - mean).pow(2).sum())
