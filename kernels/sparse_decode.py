@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
@@ -129,12 +130,35 @@ def _segment_matmul_kernel(
     tl.store(out_ptr + latent * D + cols, acc, mask=col_mask)
 
 
-def _check_slots(idx: torch.Tensor, coef: torch.Tensor, table: torch.Tensor) -> None:
-    assert idx.dim() == 2 and idx.dtype == torch.int64, "idx must be [N, k] int64"
-    assert coef.shape == idx.shape, f"{tuple(coef.shape)} != {tuple(idx.shape)}"
+class Slots:
+    """Where a code's non-zeros sit: ``idx [N, k]`` (token-major), plus the same
+    slots grouped by latent, sorted once on first use and then shared by the
+    products of one backward pass."""
+
+    def __init__(self, idx: torch.Tensor, M: int) -> None:
+        assert idx.dim() == 2 and idx.dtype == torch.int64, "idx must be [N, k] int64"
+        assert idx.is_contiguous(), "idx must be contiguous"
+        self.idx = idx
+        self.M = M
+
+    @cached_property
+    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(seg [M + 1], order [N*k])``: latent m's flat slots (``n * k + j``)
+        are ``order[seg[m]:seg[m + 1]]``, in token order."""
+        flat = self.idx.flatten()
+        # int32 keys: on the CPU a stable int32 sort of 131072 keys took 0.8 ms,
+        # the int64 one 5-300 ms depending on the moment.
+        order = torch.sort(flat.to(torch.int32), stable=True).indices
+        seg = torch.zeros(self.M + 1, dtype=torch.int64, device=flat.device)
+        seg[1:] = torch.bincount(flat, minlength=self.M).cumsum(0)
+        return seg, order
+
+
+def _check(coef: torch.Tensor, slots: Slots, table: torch.Tensor) -> None:
+    assert coef.shape == slots.idx.shape, f"{tuple(coef.shape)} != idx shape"
     assert table.dim() == 2, "table must be [rows, D]"
-    assert idx.device == coef.device == table.device, "tensors on different devices"
-    assert idx.is_contiguous() and coef.is_contiguous() and table.is_contiguous()
+    assert coef.device == slots.idx.device == table.device, "tensors on two devices"
+    assert coef.is_contiguous() and table.is_contiguous(), "need row-major inputs"
 
 
 def _block(n: int, cap: int) -> int:
@@ -142,15 +166,15 @@ def _block(n: int, cap: int) -> int:
 
 
 def gather_sum_triton(
-    vals: torch.Tensor, idx: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None
+    coef: torch.Tensor, slots: Slots, W: torch.Tensor, b: torch.Tensor | None
 ) -> torch.Tensor:
-    """``out[n] = sum_j vals[n, j] * W[idx[n, j]] (+ b)``, ``[N, D]`` in W's dtype.
+    """``out[n] = sum_j coef[n, j] * W[idx[n, j]] (+ b)``, ``[N, D]`` in W's dtype.
 
-    Layout: ``vals``/``idx`` ``[N, k]`` row-major, ``W`` ``[M, D]`` row-major,
-    ``b`` ``[D]`` or None; all on one device. Accumulates in fp32.
+    Layout: ``coef`` ``[N, k]`` and ``W`` ``[M, D]`` row-major, ``b`` ``[D]`` or
+    None; all on one device. Accumulates in fp32.
     """
-    _check_slots(idx, vals, W)
-    N, K = idx.shape
+    _check(coef, slots, W)
+    N, K = coef.shape
     D = W.shape[1]
     if b is not None:
         assert b.shape == (D,) and b.is_contiguous() and b.device == W.device
@@ -158,8 +182,8 @@ def gather_sum_triton(
     BLOCK_D = _block(D, 128)
     grid = (N, triton.cdiv(D, BLOCK_D))
     _gather_sum_kernel[grid](
-        vals,
-        idx,
+        coef,
+        slots.idx,
         W,
         W if b is None else b,  # never read without HAS_BIAS
         out,
@@ -173,104 +197,96 @@ def gather_sum_triton(
 
 
 def gathered_dot_triton(
-    dense: torch.Tensor, idx: torch.Tensor, W: torch.Tensor
+    dense: torch.Tensor, slots: Slots, W: torch.Tensor
 ) -> torch.Tensor:
     """``out[n, j] = <dense[n], W[idx[n, j]]>``, ``[N, k]`` in dense's dtype.
 
-    Layout: ``dense`` ``[N, D]``, ``idx`` ``[N, k]`` int64, ``W`` ``[M, D]``, all
-    row-major on one device.
+    Layout: ``dense`` ``[N, D]`` and ``W`` ``[M, D]`` row-major, one device.
     """
-    _check_slots(idx, idx, W)
-    assert dense.shape == (idx.shape[0], W.shape[1]) and dense.is_contiguous()
-    N, K = idx.shape
+    _check(slots.idx, slots, W)
+    N, K = slots.idx.shape
     D = W.shape[1]
+    assert dense.shape == (N, D) and dense.is_contiguous()
     out = torch.empty(N, K, dtype=dense.dtype, device=dense.device)
     BLOCK_K = _block(K, 32)
     grid = (N, triton.cdiv(K, BLOCK_K))
     _gathered_dot_kernel[grid](
-        dense, idx, W, out, K, D, BLOCK_K=BLOCK_K, BLOCK_D=_block(D, 128)
+        dense, slots.idx, W, out, K, D, BLOCK_K=BLOCK_K, BLOCK_D=_block(D, 128)
     )
     return out
 
 
-def sort_slots(idx: torch.Tensor, M: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group the flat slots ``n * k + j`` of ``idx [N, k]`` by latent.
-
-    Returns ``(seg [M + 1], order [N*k])``: the slots of latent ``m`` are
-    ``order[seg[m]:seg[m + 1]]`` (CSR row pointers and column order of ``S^T``).
-    """
-    flat = idx.flatten()
-    order = torch.argsort(flat)
-    seg = torch.zeros(M + 1, dtype=torch.int64, device=idx.device)
-    seg[1:] = torch.bincount(flat, minlength=M).cumsum(0)
-    return seg, order
-
-
 def segment_matmul_triton(
-    idx: torch.Tensor, coef: torch.Tensor, dense: torch.Tensor, M: int
+    coef: torch.Tensor, slots: Slots, dense: torch.Tensor
 ) -> torch.Tensor:
     """``out = S^T @ dense`` with ``S[n, idx[n, j]] += coef[n, j]``: ``[M, D]``.
 
-    Layout: ``idx``/``coef`` ``[N, k]``, ``dense`` ``[N, D]``, row-major, one
-    device. Output in dense's dtype, accumulated in fp32; rows of latents that
-    no slot uses come out zero.
+    Layout: ``coef`` ``[N, k]`` and ``dense`` ``[N, D]`` row-major, one device.
+    Output in dense's dtype, accumulated in fp32; rows of latents that no slot
+    uses come out zero.
     """
-    _check_slots(idx, coef, dense)
-    assert dense.shape[0] == idx.shape[0]
-    N, K = idx.shape
+    _check(coef, slots, dense)
+    N, K = coef.shape
     D = dense.shape[1]
-    seg, order = sort_slots(idx, M)
-    out = torch.empty(M, D, dtype=dense.dtype, device=dense.device)
+    assert dense.shape[0] == N
+    seg, order = slots.by_latent
+    out = torch.empty(slots.M, D, dtype=dense.dtype, device=dense.device)
     BLOCK_D = _block(D, 128)
-    grid = (M, triton.cdiv(D, BLOCK_D))
+    grid = (slots.M, triton.cdiv(D, BLOCK_D))
     _segment_matmul_kernel[grid](
         seg, order, coef, dense, out, K, D, BLOCK_S=32, BLOCK_D=BLOCK_D
     )
     return out
 
 
-def _csr(
-    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
-    """A CSR matrix, without torch's "sparse CSR support is in beta" warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, size)
-
-
 def gather_sum_cpu(
-    vals: torch.Tensor, idx: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None
+    coef: torch.Tensor, slots: Slots, W: torch.Tensor, b: torch.Tensor | None
 ) -> torch.Tensor:
     """CPU twin of :func:`gather_sum_triton`, via ``embedding_bag``."""
-    out = F.embedding_bag(idx, W, per_sample_weights=vals, mode="sum")
+    out = F.embedding_bag(slots.idx, W, per_sample_weights=coef, mode="sum")
     return out if b is None else out.add_(b)
 
 
 def gathered_dot_cpu(
-    dense: torch.Tensor, idx: torch.Tensor, W: torch.Tensor
+    dense: torch.Tensor, slots: Slots, W: torch.Tensor
 ) -> torch.Tensor:
     """CPU twin of :func:`gathered_dot_triton`, via ``sampled_addmm``.
 
     ``sampled_addmm`` computes one dot product per stored entry without
     materialising the ``[N, k, D]`` gather (8 ms against 118 ms for a chunked
-    gather + bmm at N=4096, D=384, k=32). MKL takes fp32/fp64 only, so half
-    precision goes through fp32.
+    gather + bmm at N=4096, D=384, k=32). Walking the entries latent by latent
+    reads each row of W once instead of once per use: 2-3x faster than token
+    order at N=1024, D=768, M=24576, k=192, where W does not fit in the cache.
+    MKL takes fp32/fp64 only, so half precision goes through fp32.
     """
-    N, K = idx.shape
-    crow = torch.arange(0, N * K + 1, K, device=idx.device)
-    pattern = _csr(crow, idx.flatten(), torch.zeros(N * K), (N, W.shape[0]))
-    dots = torch.sparse.sampled_addmm(pattern, dense.float(), W.float().T, beta=0.0)
-    return dots.values().view(N, K).to(dense.dtype)
+    seg, order = slots.by_latent
+    N, K = slots.idx.shape
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(
+            seg, order // K, torch.zeros(N * K), (slots.M, N)
+        )
+    dots = torch.sparse.sampled_addmm(pattern, W.float(), dense.float().T, beta=0.0)
+    out = torch.empty(N * K, dtype=dense.dtype)
+    out[order] = dots.values().to(dense.dtype)
+    return out.view(N, K)
 
 
 def segment_matmul_cpu(
-    idx: torch.Tensor, coef: torch.Tensor, dense: torch.Tensor, M: int
+    coef: torch.Tensor, slots: Slots, dense: torch.Tensor
 ) -> torch.Tensor:
-    """CPU twin of :func:`segment_matmul_triton`: ``S^T`` as CSR times dense (MKL)."""
-    seg, order = sort_slots(idx, M)
-    coef = coef.float().flatten()[order]
-    st = _csr(seg, order // idx.shape[1], coef, (M, idx.shape[0]))
-    return (st @ dense.float()).to(dense.dtype)
+    """CPU twin of :func:`segment_matmul_triton`: one ``embedding_bag`` per latent.
+
+    Bag m holds the tokens of latent m's slots, weighted by their coefficients,
+    over the table ``dense`` (which fits in the cache). Faster than MKL's CSR
+    product: 22 ms against 37 ms at N=4096, D=384, M=12288, k=32.
+    """
+    seg, order = slots.by_latent
+    tokens = order // slots.idx.shape[1]
+    weights = coef.flatten()[order]
+    return F.embedding_bag(
+        tokens, dense, seg[:-1], mode="sum", per_sample_weights=weights
+    )
 
 
 class SparseOps(NamedTuple):
@@ -299,18 +315,17 @@ class SparseDecode(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.ops = ops
         ctx.save_for_backward(vals, idx, W_dec)
-        return ops.gather_sum(vals, idx, W_dec, b_dec)
+        return ops.gather_sum(vals, Slots(idx, W_dec.shape[0]), W_dec, b_dec)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         vals, idx, W_dec = ctx.saved_tensors
         ops: SparseOps = ctx.ops
         grad_out = grad_out.contiguous()
+        slots = Slots(idx, W_dec.shape[0])  # sorted once, used by both products
         need_vals, _, need_w, need_b, _ = ctx.needs_input_grad
-        grad_vals = ops.gathered_dot(grad_out, idx, W_dec) if need_vals else None
-        grad_w = (
-            ops.segment_matmul(idx, vals, grad_out, W_dec.shape[0]) if need_w else None
-        )
+        grad_vals = ops.gathered_dot(grad_out, slots, W_dec) if need_vals else None
+        grad_w = ops.segment_matmul(vals, slots, grad_out) if need_w else None
         grad_b = grad_out.sum(0) if need_b else None
         return grad_vals, None, grad_w, grad_b, None
 

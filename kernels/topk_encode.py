@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .sparse_decode import CPU_OPS, TRITON_OPS, SparseOps
+from .sparse_decode import CPU_OPS, TRITON_OPS, Slots, SparseOps
 
 
 @triton.jit
@@ -238,8 +238,9 @@ class TopKEncode(torch.autograd.Function):
         need_x, need_w, need_b, _, _ = ctx.needs_input_grad
         # ReLU's gradient: zero where the selected value was clipped to 0.
         g = torch.where(vals > 0, grad_vals, 0).contiguous()
-        grad_x = ops.gather_sum(g, idx, W_enc, None) if need_x else None
-        grad_w = ops.segment_matmul(idx, g, x, W_enc.shape[0]) if need_w else None
+        slots = Slots(idx, W_enc.shape[0])
+        grad_x = ops.gather_sum(g, slots, W_enc, None) if need_x else None
+        grad_w = ops.segment_matmul(g, slots, x) if need_w else None
         grad_b = None
         if need_b:
             grad_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device)
