@@ -53,6 +53,34 @@ def is_activated(stage):
     """Whether an optional stage (a config block with `activate: true`) runs."""
     return bool(config.get(stage, {}).get("activate", False))
 
+def viewer_feature_inputs(wildcards):
+    """Optional inputs of one model × layer's viewer table: comparison, labels."""
+    other = "base" if wildcards.model == "finetuned" else "finetuned"
+    found = {}
+    if is_activated("compare"):
+        found["matches"] = f"results/compare/layer_{wildcards.layer}/matches.parquet"
+        found["other_spec"] = (
+            f"results/features/{other}/layer_{wildcards.layer}/specialization.parquet"
+        )
+    if is_activated("labels"):
+        found["labels"] = "results/labels/feature_labels_clean_domain.csv"
+    return found
+
+
+def viewer_data_inputs(wildcards):
+    """Optional inputs of the viewer manifest: sorted examples, fine-tuning metrics."""
+    found = {}
+    if is_activated("examples"):
+        found["examples"] = expand(
+            "results/viewer/{model}/layer_{layer}/examples.parquet",
+            model=MODELS,
+            layer=LAYERS,
+        )
+    if config["models"]["finetuned"]["ref"] is None:
+        found["metrics"] = "results/models/finetuned_metrics.json"
+    return found
+
+
 
 def all_targets():
     """Everything `rule all` asks for: the spine, then each activated stage."""
@@ -74,4 +102,6 @@ def all_targets():
     )
     if config["models"]["finetuned"]["ref"] is None:
         targets.append("results/models/finetuned_metrics.json")
+    if is_activated("viewer"):
+        targets.append("results/viewer/manifest.json")
     return targets

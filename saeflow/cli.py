@@ -10,7 +10,9 @@ import importlib
 import sys
 
 # name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "view": ("saeflow.viewer_app", "serve the feature viewer on 127.0.0.1"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,16 @@
+"""Rule build_viewer_data: the viewer's manifest (models, layers, parts built)."""
+
+from saeflow.job import job
+from saeflow.viewer_data import make_viewer_manifest
+
+with job(snakemake) as sm:  # noqa: F821
+    make_viewer_manifest(
+        sm.params.models,
+        sm.params.layers,
+        sm.params.parts,
+        sm.input.corpus,
+        sm.input.headlines,
+        sm.input.get("metrics"),
+        sm.params.hist_bins,
+        sm.output.manifest,
+    )

@@ -1,0 +1,21 @@
+"""Rule build_viewer_features: one model × layer's feature table and histograms."""
+
+from saeflow.job import job
+from saeflow.viewer_data import make_viewer_features
+
+with job(snakemake) as sm:  # noqa: F821
+    make_viewer_features(
+        sm.wildcards.model,
+        int(sm.wildcards.layer),
+        sm.input.sae,
+        {"domain": sm.input.domain, "general": sm.input.general},
+        sm.input.spec,
+        sm.input.get("other_spec"),
+        sm.input.get("matches"),
+        sm.input.get("labels"),
+        sm.params.hist_bins,
+        sm.params.batch_size,
+        sm.params.device,
+        sm.output.table,
+        sm.output.hist,
+    )

@@ -1,0 +1,131 @@
+"""The viewer's data builders on small real files: partner matching, delta vs
+base, histograms, per-headline top features, and which run `saeflow view` picks."""
+
+import os
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saeflow.sae import SAEShape, TopKSAE
+from saeflow.viewer_data import feature_histograms, feature_table
+from saeflow.viewer_headlines import _doc_batches, headline_features
+from saeflow.viewer_store import NoViewerData, find_run
+
+
+def spec(m: int, specialization: list[float]) -> pd.DataFrame:
+    cols = ["mean_activation", "max_activation", "frac_active"]
+    df = pd.DataFrame({"feature": np.arange(m)[::-1]})  # unsorted on purpose
+    for c in cols:
+        df[f"{c}_domain"] = df[f"{c}_general"] = 0.5
+    df["specialization"] = np.asarray(specialization)[df["feature"]]
+    return df
+
+
+MATCHES = pd.DataFrame(
+    {
+        "finetuned_feature": [0, 1, 2],
+        "base_feature": [2, -1, 2],
+        "decoder_cosine": [0.9, 0.1, 0.95],
+        "activation_correlation": [0.8, 0.0, 0.7],
+        "matched": [True, False, True],
+        "status": ["matched", "new", "changed"],
+    }
+)
+
+
+def test_finetuned_partners_and_delta_vs_base():
+    t = feature_table(
+        "finetuned", 1, spec(3, [1.0, 2.0, 3.0]), spec(3, [0.5, 0.0, 0.25]), MATCHES
+    )
+    assert list(t["feature"]) == [0, 1, 2]
+    assert list(t["partner"]) == [2, -1, 2]
+    assert list(t["status"]) == ["matched", "new", "changed"]
+    # partner's specialization subtracted; no partner counts the base as 0
+    assert t["delta_vs_base"].tolist() == pytest.approx([0.75, 2.0, 2.75])
+
+
+def test_base_partner_is_best_cosine_and_labels_join():
+    labels = pd.DataFrame(
+        {
+            "model": ["base", "base", "finetuned"],
+            "layer": [1, 2, 1],
+            "feature": [2, 2, 2],
+            "label": ["tickers", "other layer", "other model"],
+            "score": [0.7, 0.1, 0.2],
+        }
+    )
+    t = feature_table("base", 1, spec(3, [0, 0, 0]), None, MATCHES, labels)
+    assert list(t["partner"]) == [-1, -1, 2]  # ft 2 has the higher cosine
+    assert t.loc[2, "decoder_cosine"] == pytest.approx(0.95)
+    assert t.loc[2, "label"] == "tickers" and t.loc[2, "label_score"] == 0.7
+    assert t["delta_vs_base"].isna().all()
+    assert t.loc[0, "status"] == "unmatched"
+
+
+def test_without_comparison_or_labels_columns_are_empty():
+    t = feature_table("finetuned", 1, spec(2, [1.0, 2.0]))
+    assert (t["partner"] == -1).all()
+    assert t[["delta_vs_base", "label_score", "decoder_cosine"]].isna().all().all()
+
+
+def test_histograms_count_every_active_latent_in_its_bin():
+    torch.manual_seed(0)
+    sae = TopKSAE(SAEShape(d_in=8, n_latents=16, k=3), seed=0)
+    x = torch.randn(200, 8)
+    code = sae.encode(x)
+    hist_max = np.full(16, 2.0, np.float32)
+    hist = feature_histograms(sae, [x[:77], x[77:]], hist_max, bins=4)
+    vals, idx = code.vals.detach().numpy(), code.idx.numpy()
+    active = vals > 0
+    assert hist.sum() == active.sum()
+    f = int(np.bincount(idx[active]).argmax())
+    ref = np.clip((vals[active][idx[active] == f] / 2.0 * 4).astype(int), 0, 3)
+    assert hist[f].tolist() == np.bincount(ref, minlength=4).tolist()
+
+
+def write_cache(path, doc: list[int], acts: np.ndarray) -> None:
+    with h5py.File(path, "w") as f:
+        f["acts"] = acts.astype(np.float16)
+        f["doc"] = np.asarray(doc, np.int32)
+        f["doc_ids"] = np.array([f"d{i}" for i in range(max(doc) + 1)], dtype=object)
+
+
+def test_doc_batches_never_split_a_document(tmp_path):
+    doc = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3]
+    write_cache(tmp_path / "c.h5", doc, np.zeros((len(doc), 4)))
+    batches = [d.tolist() for d, _ in _doc_batches(tmp_path / "c.h5", batch_size=2)]
+    assert sum(batches, []) == doc
+    seen = [set(b) for b in batches]
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+
+def test_headline_features_are_each_documents_max(tmp_path):
+    rng = np.random.default_rng(0)
+    doc = [0, 0, 1, 1, 1, 2]
+    x = rng.normal(size=(6, 8)).astype(np.float16)
+    write_cache(tmp_path / "c.h5", doc, x)
+    sae = TopKSAE(SAEShape(d_in=8, n_latents=16, k=3), seed=1)
+    top = headline_features(sae, tmp_path / "c.h5", top_n=2, batch_size=3)
+    dense = np.zeros((6, 16))
+    code = sae.encode(torch.from_numpy(x.astype(np.float32)))
+    np.put_along_axis(dense, code.idx.numpy(), code.vals.detach().numpy(), axis=1)
+    assert list(top["doc_id"]) == ["d0", "d1", "d2"]
+    for d, row in enumerate(top.itertuples()):
+        peak = dense[np.asarray(doc) == d].max(0)
+        assert row.features == np.argsort(-peak)[:2].tolist()
+        assert row.acts == pytest.approx(np.sort(peak)[::-1][:2], abs=1e-3)
+
+
+def test_find_run_picks_the_latest_built_viewer(tmp_path):
+    for i, name in enumerate(["results", "a/results", "b/results"]):
+        manifest = tmp_path / name / "viewer" / "manifest.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text("{}")
+        os.utime(manifest, (1000 + i, 1000 + [5, 9, 1][i]))
+    assert find_run(None, tmp_path) == tmp_path / "a" / "results"
+    assert find_run(tmp_path / "b") == tmp_path / "b" / "results"
+    with pytest.raises(NoViewerData, match="manifest.json"):
+        find_run(tmp_path / "nowhere")
