@@ -6,6 +6,7 @@ from saeflow.config import (
     SAEConfig,
     validate_config,
 )
+from saeflow.backtest_config import BacktestConfig
 
 # Unknown keys and wrong types stop the run here, before any job, naming the key;
 # defaults come from the schema.
@@ -26,12 +27,16 @@ FINETUNE_CFG = FinetuneConfig.from_dict(config["finetune"], "finetune: ")
 ACT_CFG = ActivationConfig.from_dict(config["activations"], "activations: ")
 SAE_CFG = SAEConfig.from_dict(config["sae"], "sae: ")
 FEATURE_CFG = FeatureConfig.from_dict(config["features"], "features: ")
+BACKTEST_CFG = BacktestConfig.from_dict(config.get("backtest"), "backtest: ")
+BACKTEST_SCENARIOS = BACKTEST_CFG.news.scenarios()
+BACKTEST_LAYERS = BACKTEST_CFG.features.layers or LAYERS
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     corpus="|".join(CORPORA),
     layer=r"\d+",
+    scenario="|".join(BACKTEST_SCENARIOS),
 
 
 def model_ref(model):
@@ -82,6 +87,18 @@ def viewer_data_inputs(wildcards):
 
 
 
+def backtest_model_input():
+    """The fine-tuned checkpoint as an input when this workflow makes it."""
+    return [FINETUNED_DIR] if config["models"]["finetuned"]["ref"] is None else []
+
+
+def backtest_labels_input():
+    """Feature labels for the importance table, when the labels stage runs."""
+    if is_activated("labels"):
+        return ["results/labels/feature_labels_clean_domain.csv"]
+    return []
+
+
 def all_targets():
     """Everything `rule all` asks for: the spine, then each activated stage."""
     targets = expand(
@@ -104,4 +121,10 @@ def all_targets():
         targets.append("results/models/finetuned_metrics.json")
     if is_activated("viewer"):
         targets.append("results/viewer/manifest.json")
+    if is_activated("backtest"):
+        targets += expand(
+            "results/backtest/{scenario}/{name}",
+            scenario=BACKTEST_SCENARIOS,
+            name=["metrics.json", "equity.png", "drawdown.png", "rolling_sharpe.png"],
+        )
     return targets

@@ -30,7 +30,7 @@ class NewsConfig(_FromDict):
     neutral_fraction: float = 0.3
     """synthetic: share of neutral headlines (no signal)."""
     planted: dict[str, float] = field(
-        default_factory=lambda: {"signal": 0.6, "placebo": 0.5}
+        default_factory=lambda: {"signal": 0.7, "placebo": 0.5}
     )
     """synthetic: scenario name → p, the probability that a headline's sentiment
     agrees with its ticker's next-day return (0.5: placebo)."""

@@ -9,8 +9,12 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from saeflow.backtest import build_panel, run_backtest
-from saeflow.backtest_config import BacktestConfig, HeadlineFeatureConfig, NewsConfig
-from saeflow.backtest_config import PriceConfig
+from saeflow.backtest_config import (
+    BacktestConfig,
+    HeadlineFeatureConfig,
+    NewsConfig,
+    PriceConfig,
+)
 from saeflow.backtest_news import build_planted_news, planted_note
 from saeflow.backtest_plots import (
     plot_drawdown,
@@ -18,8 +22,11 @@ from saeflow.backtest_plots import (
     plot_placebo,
     plot_rolling_sharpe,
 )
-from saeflow.headline_features import headline_features, parse_feature_column
-from saeflow.headline_features import top_specialized
+from saeflow.headline_features import (
+    headline_features,
+    parse_feature_column,
+    top_specialized,
+)
 from saeflow.io import write_csv, write_json, write_parquet
 from saeflow.market_data import (
     load_djia_news,
@@ -133,10 +140,13 @@ def make_backtest(
         "seed": seed,
     }
     write_json(metrics, outs["metrics"])
-    write_csv(result.equity.reset_index(), outs["equity"])
-    write_csv(result.trades, outs["trades"])
-    write_csv(result.predictions, outs["predictions"])
-    write_csv(_with_labels(result.importance, labels), outs["importance"])
+    # Every table says what data it was built on ("synthetic, planted signal p=…").
+    write_csv(result.equity.reset_index().assign(data=note), outs["equity"])
+    write_csv(result.trades.assign(data=note), outs["trades"])
+    write_csv(result.predictions.assign(data=note), outs["predictions"])
+    write_csv(
+        _with_labels(result.importance, labels).assign(data=note), outs["importance"]
+    )
     sharpe = metrics["strategy"]["sharpe"]
     title = f"{cfg.model.primary}, {cfg.strategy.mode}, {note}"
     plot_equity(result.equity, f"Equity: {title}", outs["equity_png"])

@@ -127,7 +127,8 @@ def load_djia_news(path: str | Path, ticker: str = "DJIA") -> pd.DataFrame:
     tops = [c for c in raw.columns if str(c).startswith("Top")]
     if "Date" not in raw.columns or not tops:
         raise DataError(
-            f"{path}: expected columns Date, Label, Top1..Top25; found {list(raw.columns)}"
+            f"{path}: expected columns Date, Label, Top1..Top25; "
+            f"found {list(raw.columns)}"
         )
     long = raw.melt(
         id_vars=["Date", *(["Label"] if "Label" in raw.columns else [])],

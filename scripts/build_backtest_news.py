@@ -1,0 +1,14 @@
+"""Rule build_backtest_news: dated headlines of one backtest scenario."""
+
+from saeflow.backtest_stages import make_backtest_news
+from saeflow.job import job
+
+with job(snakemake) as sm:  # noqa: F821 - injected by Snakemake
+    make_backtest_news(
+        sm.params.cfg,
+        sm.wildcards.scenario,
+        sm.input.prices,
+        list(sm.params.tickers),
+        sm.params.seed,
+        sm.output.news,
+    )
