@@ -39,6 +39,14 @@ wildcard_constraints:
     scenario="|".join(BACKTEST_SCENARIOS),
 
 
+# With --executor slurm: partitions, accounts and GPU requests are checked against
+# the scheduler once the DAG is known, before any job is submitted.
+onstart:
+    from saeflow.cluster import preflight
+
+    preflight(workflow)
+
+
 def model_ref(model):
     """The model reference of `model`; the finetune rule's output when ref is null."""
     ref = config["models"][model]["ref"]

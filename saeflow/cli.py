@@ -12,6 +12,8 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "view": ("saeflow.viewer_app", "serve the feature viewer on 127.0.0.1"),
+    "audit": ("saeflow.audit", "trace a result back to corpora and config; flag stale"),
+    "check-cluster": ("saeflow.cluster", "check a SLURM profile against sinfo"),
 }
 
 

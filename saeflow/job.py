@@ -2,19 +2,27 @@
 
 `with job(snakemake) as sm:` sends stderr and logging to the rule's log, sets
 torch's thread count from the rule's `threads`, and is the single place where
-per-job bookkeeping lives.
+per-job bookkeeping lives: after the body succeeds it writes a provenance record
+for every output (saeflow/provenance.py). The scheduler's job id and
+CUDA_VISIBLE_DEVICES go to the log and the record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from saeflow.provenance import describe_inputs, job_record, now, write_records
+
+log = logging.getLogger("saeflow.job")
 
 
 def setup_logging(log_path: str | Path | None, threads: int | None = None) -> None:
@@ -34,6 +42,20 @@ def setup_logging(log_path: str | Path | None, threads: int | None = None) -> No
 
 @contextlib.contextmanager
 def job(sm: Any) -> Iterator[Any]:
-    """Set up one Snakemake job (the `snakemake` object of a script) and yield it."""
+    """Set up one Snakemake job (the `snakemake` object of a script) and yield it;
+    on success, write the provenance record of each of its outputs."""
     setup_logging(sm.log[0] if sm.log else None, sm.threads)
+    started = now()
+    log.info(
+        "rule %s %s on %s; SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s",
+        sm.rule,
+        dict(sm.wildcards.items()),
+        socket.gethostname(),
+        os.environ.get("SLURM_JOB_ID"),
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+    # Hashed before the body reads them: the record names what the job consumed.
+    inputs = describe_inputs(list(sm.input))
     yield sm
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes outputs
+        write_records(job_record(sm, started, inputs), list(sm.output))

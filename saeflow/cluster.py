@@ -1,0 +1,224 @@
+"""Pre-flight check of a SLURM run, before any job is submitted.
+
+Every job must name a partition that exists and an account (unless the profile
+says `slurm-no-account: true`), and no job may ask for more GPUs than a node of
+its partition has. The cluster is asked with `sinfo` (partitions and their GPU
+GRES) and, where accounting runs, `sacctmgr` (the user's accounts).
+
+Two entry points share the checks: `preflight(workflow)`, called by the
+workflow's `onstart` when the executor is slurm (so `snakemake --profile
+profiles/slurm` stops before submitting), and `saeflow check-cluster --profile
+profiles/slurm`, which checks a profile's resources without building the DAG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+GPU_RULES = ["cache_activations", "train_sae", "finetune_model", "label_features"]
+"""Rules the SLURM profile gives GPUs (checked by the tests against the profile)."""
+
+_GRES_GPU = re.compile(r"gpu(?::[^:,()]+)?(?::(\d+))?")
+
+
+class JobRequest(NamedTuple):
+    """What one rule's jobs ask the scheduler for."""
+
+    rule: str
+    partition: str | None
+    account: str | None
+    gpus: int
+
+
+class ClusterInfo(NamedTuple):
+    """What the scheduler offers."""
+
+    partitions: dict[str, int]
+    """Partition name → most GPUs on one of its nodes (0: no GPU GRES)."""
+    gres: dict[str, str]
+    """Partition name → GRES as sinfo prints it (quoted in messages)."""
+    accounts: set[str] | None
+    """The user's accounts; None when accounting (slurmdbd) is not running."""
+
+
+class ClusterCheckError(RuntimeError):
+    """Raised by `preflight` with every problem found, one per line."""
+
+
+def gpus_requested(resources: Mapping[str, Any]) -> int:
+    """GPUs asked for through `gres` ("gpu", "gpu:2", "gpu:a100:2") or `gpu=N`."""
+    n = int(resources.get("gpu") or 0)
+    for part in str(resources.get("gres") or "").split(","):
+        m = _GRES_GPU.fullmatch(part.strip())
+        if m:
+            n = max(n, int(m[1] or 1))
+    return n
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def query_cluster() -> ClusterInfo:
+    """Ask sinfo (and sacctmgr) what this cluster has; fail clearly off-cluster."""
+    if shutil.which("sinfo") is None:
+        raise ClusterCheckError(
+            "sinfo not found: run SLURM workflows on a machine with the SLURM client"
+        )
+    res = _run(["sinfo", "-h", "-o", "%R|%G"])
+    if res.returncode != 0:
+        raise ClusterCheckError(f"sinfo failed: {res.stderr.strip()}")
+    partitions: dict[str, int] = {}
+    gres: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        name, _, g = line.strip().partition("|")
+        gpus = [int(m[1] or 1) for m in _GRES_GPU.finditer(g)]
+        partitions[name] = max(partitions.get(name, 0), *gpus, 0)
+        gres[name] = ",".join(filter(None, [gres.get(name), g]))
+    acc = _run(
+        ["sacctmgr", "-n", "-P", "list", "assoc", f"user={getpass.getuser()}"]
+        + ["format=account"]
+    )
+    accounts = None
+    if acc.returncode == 0 and acc.stdout.strip():
+        accounts = {a.strip().lower() for a in acc.stdout.split()}
+    return ClusterInfo(partitions, gres, accounts)
+
+
+def check_requests(
+    requests: Iterable[JobRequest], cluster: ClusterInfo, no_account: bool
+) -> list[str]:
+    """Every problem with `requests` on `cluster`, one sentence each."""
+    problems = []
+    known = ", ".join(sorted(cluster.partitions)) or "none"
+    for r in requests:
+        if not r.partition:
+            problems.append(
+                f"rule {r.rule}: no slurm_partition; set default-resources:"
+                f" slurm_partition in the profile (this cluster has: {known})"
+            )
+        elif r.partition not in cluster.partitions:
+            problems.append(
+                f"rule {r.rule}: partition '{r.partition}' does not exist"
+                f" (sinfo lists: {known})"
+            )
+        elif r.gpus > cluster.partitions[r.partition]:
+            problems.append(
+                f"rule {r.rule}: asks for {r.gpus} GPU(s) but the nodes of partition"
+                f" '{r.partition}' have at most {cluster.partitions[r.partition]}"
+                f" (sinfo GRES: {cluster.gres[r.partition]})"
+            )
+        if no_account:
+            continue
+        if not r.account:
+            problems.append(
+                f"rule {r.rule}: no slurm_account; set default-resources:"
+                " slurm_account in the profile, or slurm-no-account: true where"
+                " the cluster has no accounts"
+            )
+        elif cluster.accounts is not None and r.account.lower() not in cluster.accounts:
+            problems.append(
+                f"rule {r.rule}: account '{r.account}' is not yours"
+                f" (sacctmgr lists: {', '.join(sorted(cluster.accounts))})"
+            )
+    return problems
+
+
+def _unique(requests: Iterable[JobRequest]) -> list[JobRequest]:
+    return sorted(set(requests))
+
+
+def preflight(workflow: Any) -> None:
+    """Check the jobs about to run when the executor is slurm; raise if unfit.
+
+    Jobs running inside a SLURM allocation (executor slurm-jobstep) skip it.
+    """
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    requests = _unique(
+        JobRequest(
+            job.rule.name,
+            job.resources.get("slurm_partition"),
+            job.resources.get("slurm_account"),
+            gpus_requested(job.resources),
+        )
+        for job in workflow.dag.needrun_jobs()
+        if not job.is_local
+    )
+    no_account = bool(getattr(workflow.executor_settings, "no_account", False))
+    problems = check_requests(requests, query_cluster(), no_account)
+    if problems:
+        raise ClusterCheckError(
+            "the cluster cannot run these jobs as configured; nothing was"
+            " submitted:\n  " + "\n  ".join(problems)
+        )
+
+
+def requests_from_profile(
+    profile: str | Path, rules: Iterable[str]
+) -> list[JobRequest]:
+    """What each of `rules` asks for under a profile's default/set-resources."""
+    cfg = yaml.safe_load((Path(profile) / "config.yaml").read_text()) or {}
+    default = _resources(cfg.get("default-resources"))
+    per_rule = cfg.get("set-resources") or {}
+    out = []
+    for rule in rules:
+        res = {**default, **_resources(per_rule.get(rule))}
+        out.append(
+            JobRequest(
+                rule,
+                res.get("slurm_partition") or None,
+                res.get("slurm_account") or None,
+                gpus_requested(res),
+            )
+        )
+    return out
+
+
+def _resources(spec: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
+    """A profile's resources, given as a mapping or as NAME=VALUE strings."""
+    if not spec:
+        return {}
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    return dict(s.split("=", 1) for s in spec)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile", default="profiles/slurm", help="folder holding config.yaml"
+    )
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=None,
+        help="rules to check (default: those the profile sets resources for)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print each problem; 1 if there is any."""
+    cfg = yaml.safe_load((Path(args.profile) / "config.yaml").read_text()) or {}
+    rules = args.rules or sorted(cfg.get("set-resources") or {}) or ["(default)"]
+    requests = requests_from_profile(args.profile, rules)
+    try:
+        problems = check_requests(
+            requests, query_cluster(), bool(cfg.get("slurm-no-account"))
+        )
+    except ClusterCheckError as e:
+        problems = [str(e)]
+    for p in problems:
+        print(f"PROBLEM: {p}")
+    if not problems:
+        print(f"{args.profile}: {len(requests)} rule(s) fit this cluster")
+    return 1 if problems else 0
