@@ -226,3 +226,45 @@ def test_djia_layout_loader(tmp_path):
     with pytest.raises(DataError, match="Top1"):
         pd.DataFrame({"Date": ["2008-08-08"]}).to_csv(tmp_path / "bad.csv")
         load_djia_news(tmp_path / "bad.csv")
+
+
+def test_headline_features_pool_sae_features_and_sentiment(tmp_path, tiny_bert):
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from saeflow.headline_features import headline_features, parse_feature_column
+    from saeflow.sae import SAEShape, TopKSAE
+
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_bert,
+        num_labels=3,
+        id2label={0: "bearish", 1: "bullish", 2: "neutral"},
+        label2id={"bearish": 0, "bullish": 1, "neutral": 2},
+    )
+    model.save_pretrained(tmp_path / "clf")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(tmp_path / "clf")
+    TopKSAE(SAEShape(d_in=32, n_latents=64, k=4)).save(tmp_path / "sae")
+    texts = ["Nvidia shares jump 4%", "Amazon cut to sell", "Microsoft keeps dividend"]
+    feats = headline_features(
+        texts, str(tmp_path / "clf"), {1: tmp_path / "sae"}, {1: [3, 10, 40]}
+    )
+    one_by_one = headline_features(
+        texts,
+        str(tmp_path / "clf"),
+        {1: tmp_path / "sae"},
+        {1: [3, 10, 40]},
+        batch_size=1,
+    )
+    assert list(feats.columns) == [
+        "L1_f3",
+        "L1_f10",
+        "L1_f40",
+        "sent_bearish",
+        "sent_bullish",
+        "sent_neutral",
+    ]
+    assert parse_feature_column("L1_f40") == (1, 40)
+    sent = feats.filter(like="sent_").to_numpy()
+    np.testing.assert_allclose(sent.sum(1), 1.0, rtol=1e-5)
+    assert (feats.to_numpy() >= 0).all()
+    # Padding in a batch must not change a headline's pooled features.
+    np.testing.assert_allclose(feats.to_numpy(), one_by_one.to_numpy(), atol=1e-5)
