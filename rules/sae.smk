@@ -7,6 +7,7 @@ rule train_sae:
         sae=directory("results/sae/{model}/layer_{layer}/sae"),
         metrics="results/sae/{model}/layer_{layer}/metrics.json",
         curve="results/sae/{model}/layer_{layer}/training_curve.csv",
+        variants=directory("results/sae/{model}/layer_{layer}/variants"),
         figure=report(
             "results/sae/{model}/layer_{layer}/training_curve.png",
             caption="../report/training_curve.rst",

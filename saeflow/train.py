@@ -23,7 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saeflow.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from saeflow.checkpoint import (
+    fingerprint,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from saeflow.config import SAEConfig
 from saeflow.data import ActivationSource
 from saeflow.distributed import DataParallel
@@ -342,6 +347,11 @@ class TrainingRun:
         self.step, self.epoch, self.batch_in_epoch = state["position"]
         self.seconds, self.rows = state["seconds"], state["rows"]
         torch.set_rng_state(state["torch_rng"])
+
+    def remove_checkpoint(self) -> None:
+        """Delete the checkpoint folder (once the outputs are written)."""
+        if self.checkpoint_dir is not None:
+            remove_checkpoint(self.checkpoint_dir)
 
     def _finish(self) -> dict[str, TrainResult]:
         for writer in self.writers.values():

@@ -1,10 +1,15 @@
-"""Rule train_sae: activations of one model × layer (all corpora) → top-k SAE."""
+"""Rule train_sae: activations of one model × layer (all corpora) → the SAEs.
+
+The default SAE goes where downstream rules read it; `sae.variants` go under
+`variants/<name>/`. Given more than one GPU (resources gpu=N), the job runs
+data-parallel under torchrun with N ranks.
+"""
 
 from saeflow.job import job
-from saeflow.stages import make_sae
+from saeflow.sae_job import make_saes
 
 with job(snakemake) as sm:  # noqa: F821
-    make_sae(
+    make_saes(
         list(sm.input.acts),
         sm.params.cfg,
         sm.params.seed,
@@ -13,5 +18,7 @@ with job(snakemake) as sm:  # noqa: F821
         sm.output.metrics,
         sm.output.curve,
         sm.output.figure,
+        sm.output.variants,
         title=f"{sm.wildcards.model} layer {sm.wildcards.layer}",
+        n_procs=max(1, int(sm.resources.get("gpu", 0))),
     )
