@@ -43,6 +43,10 @@ def create_app(results: str | Path) -> Flask:
     def index() -> Response:
         return send_from_directory(STATIC, "index.html")
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)
+
     @app.get("/api/meta")
     def meta() -> Response:
         return jsonify(data.meta())

@@ -306,7 +306,11 @@ class RunData:
                 hit = feats.loc[rec["doc_id"]]
                 for f, a in zip(hit["features"], hit["acts"], strict=True):
                     chips.append(
-                        {"id": int(f), "act": float(a), "label": _json_value(labels[f])}
+                        {
+                            "id": int(f),
+                            "act": round(float(a), 4),
+                            "label": _json_value(labels[f]),
+                        }
                     )
             items.append({**rec, "features": chips})
         scored = self._headlines["correct"].dropna()
