@@ -268,3 +268,32 @@ def test_headline_features_pool_sae_features_and_sentiment(tmp_path, tiny_bert):
     assert (feats.to_numpy() >= 0).all()
     # Padding in a batch must not change a headline's pooled features.
     np.testing.assert_allclose(feats.to_numpy(), one_by_one.to_numpy(), atol=1e-5)
+
+
+def test_default_config_plans_both_backtest_scenarios(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(root / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(root / "config.yaml"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "results/backtest/signal/metrics.json" in out
+    assert "results/backtest/placebo/metrics.json" in out
