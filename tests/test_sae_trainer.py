@@ -87,6 +87,7 @@ def test_optimized_path_fvu_within_2_percent_of_reference(acts_path, monkeypatch
     assert abs(fast - ref) / ref < 0.02
 
 
+@pytest.mark.slow
 def test_kinds_train_side_by_side(acts_path, tmp_path):
     variants = [
         {"name": "batch", "kind": "batchtopk"},
@@ -115,6 +116,7 @@ def test_kinds_train_side_by_side(acts_path, tmp_path):
         assert m["tokens_seen"] == metrics["default"]["tokens_seen"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_ends_with_uninterrupted_weights(acts_path, tmp_path):
     cfg = config(epochs=3.0, checkpoint_every=5, optimizer="adam", lr=1e-2)
 
@@ -151,6 +153,7 @@ def test_sigkill_then_restart_ends_with_uninterrupted_weights(acts_path, tmp_pat
     pd.testing.assert_frame_equal(curves[1][cols], curves[0][cols])
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(acts_path, tmp_path):
     """Tolerance: Adam weights within 1e-4 (summation order differs across ranks)."""
     cfg = config(epochs=1.0, optimizer="adam", lr=1e-2)
