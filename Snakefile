@@ -21,6 +21,7 @@ include: "rules/models.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/features.smk"
+include: "rules/examples.smk"
 include: "rules/viewer.smk"
 include: "rules/backtest.smk"
 

@@ -129,6 +129,12 @@ def all_targets():
         targets.append("results/models/finetuned_metrics.json")
     if is_activated("viewer"):
         targets.append("results/viewer/manifest.json")
+    if is_activated("examples"):
+        targets += expand(
+            "results/examples/{model}/layer_{layer}/examples.parquet",
+            model=MODELS,
+            layer=LAYERS,
+        )
     if is_activated("backtest"):
         targets += expand(
             "results/backtest/{scenario}/{name}",

@@ -1,0 +1,31 @@
+# Examples per SAE feature (top contexts, quantile samples, negatives), stored
+# once for the labels stage and the viewer.
+from saeflow.labeling_config import ExampleConfig
+
+EXAMPLE_CFG = ExampleConfig.from_dict(config["examples"], "examples: ")
+
+
+rule collect_feature_examples:
+    input:
+        sae="results/sae/{model}/layer_{layer}/sae",
+        acts=expand(
+            "results/activations/{{model}}/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
+        model=model_input,
+    output:
+        examples="results/examples/{model}/layer_{layer}/examples.parquet",
+    log:
+        "logs/examples/{model}/layer_{layer}.log",
+    benchmark:
+        "benchmarks/examples/{model}/layer_{layer}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+    params:
+        ref=lambda wc: model_ref(wc.model),
+        corpora=CORPORA,
+        cfg=EXAMPLE_CFG,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/collect_feature_examples.py"
