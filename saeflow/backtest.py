@@ -200,8 +200,9 @@ def run_backtest(
         "leakage_flags": panel.leakage,
     }
     equity = _equity(runs, mcfg.primary, closes, benchmark, days)
+    held = pd.Series(1.0, index=equity.index)  # always fully invested, no trading
     metrics["buy_and_hold"] = {
-        col: performance(equity[col], equity[col] * 0, equity[col] * 0 + 1)
+        col.removeprefix("ret_bh_"): performance(equity[col], held * 0, held)
         for col in equity.columns
         if col.startswith("ret_bh_")
     }
