@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kernels import sparse_decode, topk_encode
+from kernels.dispatch import sparse_decode, topk_encode
 from saeflow.io import atomic_path
 
 SAEKind = Literal["topk", "batchtopk", "relu"]
@@ -104,6 +104,7 @@ class TopKSAE(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         if shape.kind == "batchtopk":
             self.register_buffer("threshold", torch.zeros(()))
+            self.register_buffer("threshold_steps", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def init_from_data(self, sample: torch.Tensor) -> None:
@@ -129,8 +130,10 @@ class TopKSAE(nn.Module):
         if self.training:
             cut = vals.detach().flatten().topk(min(vals.numel(), len(vals) * k)).values
             thr = cut[-1]
-            with torch.no_grad():
-                self.threshold.lerp_(thr.float(), 1.0 - THRESHOLD_MOMENTUM)
+            with torch.no_grad():  # plain mean over the first steps, then an EMA
+                self.threshold_steps += 1
+                w = max(1.0 - THRESHOLD_MOMENTUM, 1.0 / self.threshold_steps.item())
+                self.threshold.lerp_(thr.float(), w)
         else:
             thr = self.threshold
         return EncoderOutput(torch.where(vals >= thr, vals, 0.0), idx)
