@@ -97,40 +97,49 @@ def query_cluster() -> ClusterInfo:
 def check_requests(
     requests: Iterable[JobRequest], cluster: ClusterInfo, no_account: bool
 ) -> list[str]:
-    """Every problem with `requests` on `cluster`, one sentence each."""
-    problems = []
+    """Every problem with `requests` on `cluster`, one sentence each (rules that
+    share a problem are named together)."""
+    found: dict[str, list[str]] = {}
     known = ", ".join(sorted(cluster.partitions)) or "none"
     for r in requests:
-        if not r.partition:
-            problems.append(
-                f"rule {r.rule}: no slurm_partition; set default-resources:"
-                f" slurm_partition in the profile (this cluster has: {known})"
-            )
-        elif r.partition not in cluster.partitions:
-            problems.append(
-                f"rule {r.rule}: partition '{r.partition}' does not exist"
-                f" (sinfo lists: {known})"
-            )
-        elif r.gpus > cluster.partitions[r.partition]:
-            problems.append(
-                f"rule {r.rule}: asks for {r.gpus} GPU(s) but the nodes of partition"
-                f" '{r.partition}' have at most {cluster.partitions[r.partition]}"
-                f" (sinfo GRES: {cluster.gres[r.partition]})"
-            )
-        if no_account:
-            continue
-        if not r.account:
-            problems.append(
-                f"rule {r.rule}: no slurm_account; set default-resources:"
-                " slurm_account in the profile, or slurm-no-account: true where"
-                " the cluster has no accounts"
-            )
-        elif cluster.accounts is not None and r.account.lower() not in cluster.accounts:
-            problems.append(
-                f"rule {r.rule}: account '{r.account}' is not yours"
-                f" (sacctmgr lists: {', '.join(sorted(cluster.accounts))})"
-            )
-    return problems
+        for problem in _problems(r, cluster, no_account, known):
+            found.setdefault(problem, []).append(r.rule)
+    return [
+        f"rule{'s' if len(rules) > 1 else ''} {', '.join(rules)}: {problem}"
+        for problem, rules in found.items()
+    ]
+
+
+def _problems(
+    r: JobRequest, cluster: ClusterInfo, no_account: bool, known: str
+) -> list[str]:
+    out = []
+    if not r.partition:
+        out.append(
+            "no slurm_partition; set default-resources: slurm_partition in the"
+            f" profile (this cluster has: {known})"
+        )
+    elif r.partition not in cluster.partitions:
+        out.append(f"partition '{r.partition}' does not exist (sinfo lists: {known})")
+    elif r.gpus > cluster.partitions[r.partition]:
+        out.append(
+            f"asks for {r.gpus} GPU(s) but the nodes of partition '{r.partition}'"
+            f" have at most {cluster.partitions[r.partition]}"
+            f" (sinfo GRES: {cluster.gres[r.partition]})"
+        )
+    if no_account:
+        return out
+    if not r.account:
+        out.append(
+            "no slurm_account; set default-resources: slurm_account in the profile,"
+            " or slurm-no-account: true where the cluster has no accounts"
+        )
+    elif cluster.accounts is not None and r.account.lower() not in cluster.accounts:
+        out.append(
+            f"account '{r.account}' is not yours"
+            f" (sacctmgr lists: {', '.join(sorted(cluster.accounts))})"
+        )
+    return out
 
 
 def _unique(requests: Iterable[JobRequest]) -> list[JobRequest]:

@@ -53,7 +53,7 @@ CODE_PATHS = ["Snakefile", "rules", "scripts", "saeflow", "kernels", "schemas"]
 
 SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
-SCHEDULER_ENV = ["SLURM_JOB_ID", "SLURM_JOB_PARTITION", "CUDA_VISIBLE_DEVICES"]
+SCHEDULER_ENV = ["SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES"]
 """Environment variables recorded as they were inside the job."""
 
 
