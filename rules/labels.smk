@@ -1,0 +1,58 @@
+# Feature labels from an LLM, scored (detection, fuzzing) against a random-label
+# and a shuffled-label baseline in the same run.
+from pathlib import Path
+
+from saeflow.labeling_config import LabelsConfig, load_templates
+
+LABELS_CFG = LabelsConfig.from_dict(config["labels"], "labels: ")
+LABEL_KEYS = [(m, layer) for m in LABELS_CFG.models for layer in LAYERS]
+LABEL_PROMPTS = Path(workflow.basedir) / LABELS_CFG.prompts
+
+
+rule label_features:
+    input:
+        spec=expand(
+            "results/features/{model}/layer_{layer}/specialization.parquet",
+            model=LABELS_CFG.models,
+            layer=LAYERS,
+        ),
+        examples=expand(
+            "results/examples/{model}/layer_{layer}/examples.parquet",
+            model=LABELS_CFG.models,
+            layer=LAYERS,
+        ),
+        matches=(
+            expand("results/compare/layer_{layer}/matches.parquet", layer=LAYERS)
+            if is_activated("compare")
+            and LABELS_CFG.compare_n > 0
+            and "finetuned" in LABELS_CFG.models
+            else []
+        ),
+    output:
+        clean=report(
+            "results/labels/feature_labels_clean_domain.csv",
+            caption="../report/feature_labels.rst",
+            category="Feature labels",
+        ),
+        detailed="results/labels/feature_labels_detailed_domain.csv",
+        summary=report(
+            "results/labels/labels_summary_domain.json",
+            caption="../report/labels_summary.rst",
+            category="Feature labels",
+        ),
+    log:
+        "logs/labels/label_features.log",
+    benchmark:
+        "benchmarks/labels/label_features.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        cfg=LABELS_CFG,
+        label_keys=LABEL_KEYS,
+        layers=LAYERS,
+        # The template texts, so that editing a template reruns only labeling.
+        templates=load_templates(LABEL_PROMPTS),
+        cache="results/labels/cache",
+    script:
+        "../scripts/label_features.py"

@@ -1,0 +1,18 @@
+"""Rule label_features: label the chosen features with an LLM and score them."""
+
+from saeflow.job import job
+from saeflow.labels import make_labels
+
+with job(snakemake) as sm:  # noqa: F821
+    keys = [tuple(k) for k in sm.params.label_keys]
+    make_labels(
+        spec=dict(zip(keys, sm.input.spec, strict=True)),
+        examples=dict(zip(keys, sm.input.examples, strict=True)),
+        matches=dict(zip(sm.params.layers, sm.input.matches, strict=False)),
+        templates=sm.params.templates,
+        cfg=sm.params.cfg,
+        cache_dir=sm.params.cache,
+        clean_out=sm.output.clean,
+        detailed_out=sm.output.detailed,
+        summary_out=sm.output.summary,
+    )
