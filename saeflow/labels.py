@@ -452,6 +452,7 @@ CLEAN_COLUMNS = [
     "source",
     "specialization",
     "label",
+    "score",
     "label_ok",
     "fail_reason",
     *SCORE_COLUMNS,
@@ -492,6 +493,11 @@ def make_labels(
     t0 = time.perf_counter()
     df = label_features(chosen, ex, labeler, cache, templates, cfg)
     df["label_ok"] = df["label"].notna()
+    # One number per label (the viewer's "label score"): mean balanced accuracy of
+    # detection and fuzzing; compare it with the baselines' in the same table.
+    df["score"] = df[["detection_balanced_accuracy", "fuzzing_balanced_accuracy"]].mean(
+        axis=1
+    )
     df["labeler"] = json.dumps(labeler.identity())
     write_csv(df, detailed_out)
     write_csv(df[CLEAN_COLUMNS], clean_out)

@@ -1,0 +1,106 @@
+"""The labels stage inside the real workflow (tiny config, HTTP labeler served by
+the test on 127.0.0.1): tables and verdict written; changing the labeler or a
+prompt template reruns only labeling; a rerun asks the server nothing."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from labels_server import ChatServer  # noqa: E402
+from test_workflow import ROOT, TINY, planned_jobs, snakemake  # noqa: E402
+
+TARGET = "results/labels/feature_labels_clean_domain.csv"
+
+
+def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["labels"] = {
+        "activate": True,
+        "labeler": {"kind": "http", "model": "m", "base_url": server.url("good")},
+        "top_n": 2,
+        "compare_n": 1,
+        "n_explain": 3,
+        "n_detect": 4,
+        "n_fuzz": 4,
+        "prompts": str(tmp / "prompts"),
+        **kw,
+    }
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def labels_run(tmp_path_factory, tiny_bert):
+    work = tmp_path_factory.mktemp("labels_run")
+    shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
+    shutil.copytree(ROOT / "prompts", work / "prompts")
+    with ChatServer() as server:
+        cfg = labels_config(work, server)
+        result = snakemake(work, "--cores", "2", TARGET, config=cfg)
+        assert result.returncode == 0, result.stderr[-4000:]
+        yield work, server, cfg
+
+
+@pytest.mark.slow
+def test_labels_tables_and_verdict(labels_run):
+    work, server, _ = labels_run
+    res = work / "results" / "labels"
+    clean = pd.read_csv(res / "feature_labels_clean_domain.csv")
+    assert set(clean["model"]) == {"finetuned"}
+    assert (
+        clean.groupby("layer")["source"].apply(lambda s: s.str.contains("spec").sum())
+        == 2
+    ).all()
+    assert (
+        clean["label_ok"].all()
+        and (clean["label"] == "company stock price moves").all()
+    )
+    detailed = pd.read_csv(res / "feature_labels_detailed_domain.csv")
+    assert {"explain_prompt", "explain_answer", "detection_answer"} <= set(
+        detailed.columns
+    )
+    summary = json.loads((res / "labels_summary_domain.json").read_text())
+    assert not summary["labels_beat_baselines"] and "NO BETTER" in summary["statement"]
+    for layer in (1, 2):
+        examples = work / "results" / "examples" / "finetuned" / f"layer_{layer}"
+        assert (examples / "examples.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_changing_labeler_or_template_reruns_only_labeling(labels_run, tmp_path):
+    work, server, _ = labels_run
+    other = labels_config(work, server, "other.yaml")
+    cfg = yaml.safe_load(other.read_text())
+    cfg["labels"]["labeler"]["model"] = "another-model"
+    other.write_text(yaml.safe_dump(cfg))
+    assert planned_jobs(snakemake(work, "-n", TARGET, config=other)) == {
+        "label_features": 1
+    }
+    (work / "prompts" / "explain.txt").write_text(
+        (ROOT / "prompts" / "explain.txt").read_text() + "\nBe brief.\n"
+    )
+    same = labels_config(work, server, "same.yaml")
+    assert planned_jobs(snakemake(work, "-n", TARGET, config=same)) == {
+        "label_features": 1
+    }
+    shutil.copy(ROOT / "prompts" / "explain.txt", work / "prompts" / "explain.txt")
+
+
+@pytest.mark.slow
+def test_forced_rerun_asks_the_server_nothing(labels_run):
+    work, server, cfg = labels_run
+    before = sum(server.requests.values())
+    result = snakemake(
+        work, "--cores", "1", "--forcerun", "label_features", TARGET, config=cfg
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(server.requests.values()) == before
+    clean = pd.read_csv(work / TARGET)
+    assert clean["label_ok"].all()
