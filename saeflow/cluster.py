@@ -27,7 +27,13 @@ import yaml
 GPU_RULES = ["cache_activations", "train_sae", "finetune_model", "label_features"]
 """Rules the SLURM profile gives GPUs (checked by the tests against the profile)."""
 
-_GRES_GPU = re.compile(r"gpu(?::[^:,()]+)?(?::(\d+))?")
+
+def _gpu_count(gres: str) -> int:
+    """GPUs in one GRES item: "gpu" → 1, "gpu:2" and "gpu:a100:2(S:0)" → 2."""
+    parts = re.sub(r"\(.*?\)", "", gres).strip().split(":")
+    if parts[0] != "gpu":
+        return 0
+    return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
 
 
 class JobRequest(NamedTuple):
@@ -56,12 +62,8 @@ class ClusterCheckError(RuntimeError):
 
 def gpus_requested(resources: Mapping[str, Any]) -> int:
     """GPUs asked for through `gres` ("gpu", "gpu:2", "gpu:a100:2") or `gpu=N`."""
-    n = int(resources.get("gpu") or 0)
-    for part in str(resources.get("gres") or "").split(","):
-        m = _GRES_GPU.fullmatch(part.strip())
-        if m:
-            n = max(n, int(m[1] or 1))
-    return n
+    gres = str(resources.get("gres") or "")
+    return max(int(resources.get("gpu") or 0), *map(_gpu_count, gres.split(",")))
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -81,8 +83,8 @@ def query_cluster() -> ClusterInfo:
     gres: dict[str, str] = {}
     for line in res.stdout.splitlines():
         name, _, g = line.strip().partition("|")
-        gpus = [int(m[1] or 1) for m in _GRES_GPU.finditer(g)]
-        partitions[name] = max(partitions.get(name, 0), *gpus, 0)
+        gpus = map(_gpu_count, re.split(r",(?![^(]*\))", g))
+        partitions[name] = max(partitions.get(name, 0), *gpus)
         gres[name] = ",".join(filter(None, [gres.get(name), g]))
     acc = _run(
         ["sacctmgr", "-n", "-P", "list", "assoc", f"user={getpass.getuser()}"]
