@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,15 @@ MISSING = [
     if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()
 ]
 
-if MISSING:
-    msg = (
-        f"SKIPPING the real-SLURM tests: {', '.join(MISSING)} not installed "
-        "(apt-get install slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge)"
+if MISSING or os.geteuid() != 0:
+    msg = "SKIPPING the real-SLURM tests: " + (
+        f"{', '.join(MISSING)} not installed (apt-get install slurmctld slurmd "
+        "slurm-client slurm-wlm-basic-plugins munge)"
+        if MISSING
+        else "slurmd and munged must be started as root"
     )
     print(f"\n{'!' * 78}\n{msg}\n{'!' * 78}", file=sys.stderr)
+    warnings.warn(msg, stacklevel=1)  # shown in pytest's warnings summary
     pytest.skip(msg, allow_module_level=True)
 
 pytestmark = pytest.mark.slow
