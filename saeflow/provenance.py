@@ -93,28 +93,20 @@ def jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
+def _git(where: str | os.PathLike[str], *args: str) -> str:
+    cmd = ["git", "-C", str(where), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
 def code_version(where: str | os.PathLike[str] | None) -> dict[str, Any]:
     """Git commit of the repository holding `where` and whether code files differ
     from it; {"commit": "unknown"} outside git."""
     if where is None:
         return {"commit": "unknown"}
-    git = ["git", "-C", str(where)]
     try:
-        commit = subprocess.run(
-            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        top = subprocess.run(
-            [*git, "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            [*git, "-C", top, "status", "--porcelain", "--", *CODE_PATHS],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
+        commit = _git(where, "rev-parse", "HEAD").strip()
+        top = _git(where, "rev-parse", "--show-toplevel").strip()
+        status = _git(top, "status", "--porcelain", "--", *CODE_PATHS).splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown"}
     return {"commit": commit, "dirty": bool(status), "dirty_files": status[:20]}
