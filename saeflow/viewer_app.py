@@ -38,6 +38,8 @@ def create_app(results: str | Path) -> Flask:
     data = RunData(results)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.json.sort_keys = False
+    # "//etc/passwd" must be a plain 404, not a redirect to a rewritten path.
+    app.url_map.merge_slashes = False
 
     @app.get("/")
     def index() -> Response:

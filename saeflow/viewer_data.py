@@ -104,7 +104,7 @@ def feature_histograms(
 
 def _partners(model: str, matches: pd.DataFrame, m: int) -> pd.DataFrame:
     """Per feature of `model`: partner id (-1 none), cosine, correlation, status."""
-    cols = ["decoder_cosine", "activation_correlation"]
+    cols = ["decoder_cosine", "activation_correlation", "matched"]
     out = pd.DataFrame({"feature": np.arange(m), "partner": -1})
     if model == "finetuned":
         mt = matches.rename(
@@ -122,6 +122,7 @@ def _partners(model: str, matches: pd.DataFrame, m: int) -> pd.DataFrame:
     out = out.merge(mt, on="feature", how="left")
     out["partner"] = out["partner_m"].fillna(-1).astype(int)
     out["status"] = out["status"].fillna("unmatched")
+    out["matched"] = out["matched"].fillna(False).astype(bool)
     return out.drop(columns="partner_m")
 
 
@@ -147,7 +148,8 @@ def feature_table(
     """All features of one model × layer with every metric, sorted by feature id.
 
     delta_vs_base (fine-tuned only, needs the comparison): specialization minus
-    the matched base feature's; a feature with no partner counts the base as 0.
+    the matched base feature's; a feature with no match (status "new": its
+    nearest base feature, if listed, is not a match) counts the base as 0.
     """
     t = spec.sort_values("feature").reset_index(drop=True)
     m = len(t)
@@ -156,11 +158,11 @@ def feature_table(
     else:
         t["partner"] = -1
         t["decoder_cosine"] = t["activation_correlation"] = np.nan
-        t["status"] = None
+        t["status"], t["matched"] = None, False
     t["delta_vs_base"] = np.nan
     if model == "finetuned" and matches is not None and other_spec is not None:
         base = other_spec.set_index("feature")["specialization"]
-        partner_spec = t["partner"].map(base).where(t["partner"] >= 0, 0.0)
+        partner_spec = t["partner"].map(base).where(t["matched"], 0.0)
         t["delta_vs_base"] = t["specialization"] - partner_spec.astype(float)
     if labels is not None:
         t = t.merge(_labels(labels, model, layer), on="feature", how="left")

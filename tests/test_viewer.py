@@ -4,6 +4,7 @@ its JSON API over HTTP and its page in headless Chromium."""
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,7 +26,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def viewer_run(tmp_path_factory, tiny_bert) -> Path:
-    """A tiny workflow run with the viewer stage on; returns its results folder."""
+    """A tiny workflow run with the viewer stage on; returns its results folder.
+
+    SAEFLOW_VIEWER_TEST_RUN names an already built tiny run's folder to reuse
+    (while developing: the run takes minutes on a loaded machine).
+    """
+    if os.environ.get("SAEFLOW_VIEWER_TEST_RUN"):
+        return Path(os.environ["SAEFLOW_VIEWER_TEST_RUN"]) / "results"
     work = tmp_path_factory.mktemp("viewer_run")
     shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
     cfg = yaml.safe_load(TINY.read_text())

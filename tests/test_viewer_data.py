@@ -43,8 +43,17 @@ def test_finetuned_partners_and_delta_vs_base():
     assert list(t["feature"]) == [0, 1, 2]
     assert list(t["partner"]) == [2, -1, 2]
     assert list(t["status"]) == ["matched", "new", "changed"]
-    # partner's specialization subtracted; no partner counts the base as 0
+    # a match's specialization is subtracted; no match counts the base as 0
     assert t["delta_vs_base"].tolist() == pytest.approx([0.75, 2.0, 2.75])
+    new_with_nearest = MATCHES.assign(base_feature=[2, 0, 2])
+    t = feature_table(
+        "finetuned",
+        1,
+        spec(3, [1.0, 2.0, 3.0]),
+        spec(3, [0.5, 0, 0.25]),
+        new_with_nearest,
+    )
+    assert t.loc[1, "partner"] == 0 and t.loc[1, "delta_vs_base"] == 2.0
 
 
 def test_base_partner_is_best_cosine_and_labels_join():

@@ -204,8 +204,9 @@ function partnerBox(info) {
       : `No matched partner in the other model (${st || "unmatched"}).` });
   }
   const p = info.partner;
+  const what = st === "new" ? `new · nearest ${p.model} feature (not a match): ` : `${st} · partner in ${p.model}: `;
   return el("div", { class: "partner" },
-    el("span", { text: `${st} · partner in ${p.model}: ` }),
+    el("span", { text: what }),
     el("button", { class: "chip", id: "partner-link", text: `Feature ${p.id}: ${p.label || "unlabelled"}`,
       onclick: () => openFeature(p.model, p.layer, p.id, true) }),
     el("span", { text: ` · decoder cosine ${fmt(p.decoder_cosine)} · activation correlation ${fmt(p.activation_correlation)}` }));
