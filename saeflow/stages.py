@@ -17,18 +17,15 @@ from saeflow.config import (
     CorpusConfig,
     FeatureConfig,
     FinetuneConfig,
-    SAEConfig,
 )
 from saeflow.corpus import build_corpus, write_corpus
-from saeflow.data import ActivationSource
 from saeflow.finetune import finetune
 from saeflow.io import sha256_file, write_csv, write_json, write_parquet
 from saeflow.models import pick_device
-from saeflow.plots import plot_specialization_by_layer, plot_training_curve
+from saeflow.plots import plot_specialization_by_layer
 from saeflow.sae import TopKSAE
 from saeflow.specialization import layer_reports, specialization_table, top_features
 from saeflow.stats import feature_stats_of_file
-from saeflow.train import Trainer
 
 log = logging.getLogger("saeflow")
 
@@ -87,37 +84,6 @@ def make_activations(
     write_json(
         {**result._asdict(), "model_ref": model_ref, "corpus": str(corpus)}, report
     )
-
-
-def make_sae(
-    acts: list[str],
-    cfg: SAEConfig,
-    seed: int,
-    device: str,
-    out_dir: str | Path,
-    metrics: str | Path,
-    curve: str | Path,
-    figure: str | Path,
-    title: str,
-) -> None:
-    """Train one SAE on the given activation caches (all corpora of one layer)."""
-    source = ActivationSource(acts, cfg.holdout_fraction)
-    trainer = Trainer(source, cfg, seed, pick_device(device))
-    result = trainer.fit(curve)
-    trainer.sae.save(out_dir)
-    write_json(
-        {
-            **result._asdict(),
-            "eval": result.eval._asdict(),
-            "config": cfg.to_dict(),
-            "n_latents": trainer.sae.shape.n_latents,
-            "d_in": source.d_model,
-            "n_train_tokens": source.n_train,
-            "lr": trainer.lr,
-        },
-        metrics,
-    )
-    plot_training_curve(pd.read_csv(curve), title, figure)
 
 
 def make_feature_stats(
