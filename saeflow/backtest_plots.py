@@ -26,6 +26,7 @@ def plot_equity(eq: pd.DataFrame, title: str, path: str | Path) -> None:
             ax.plot(eq.index, eq[col], label=label, lw=1.0)
     ax.set(ylabel="growth of 1", title=title)
     ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     save_figure(fig, path)
 
 
@@ -34,6 +35,7 @@ def plot_drawdown(eq: pd.DataFrame, title: str, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.fill_between(eq.index, eq["drawdown"], 0, color="#c53030", alpha=0.5)
     ax.set(ylabel="drawdown", title=title)
+    fig.autofmt_xdate()
     save_figure(fig, path)
 
 
@@ -49,6 +51,7 @@ def plot_rolling_sharpe(
     ax.axhline(0, color="k", lw=0.5)
     ax.set(ylabel=f"Sharpe, trailing {window} days", title=title)
     ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     save_figure(fig, path)
 
 
