@@ -116,7 +116,7 @@ class LabelsConfig(_FromDict):
     """The LLM."""
     models: list[str] = field(default_factory=lambda: ["finetuned"])
     """SAEs (models) whose features are labeled."""
-    top_n: int = 2
+    top_n: int = 1
     """Top specialized features per model × layer."""
     compare_n: int = 1
     """Per layer, fine-tuned features the comparison marks new or changed (most
