@@ -180,7 +180,7 @@ def test_http_good_answers_give_labels_scores_and_baselines(tmp_path):
     with ChatServer() as server:
         df = run_labels(http(server, "good"), tmp_path)
     assert (df["label"] == "company stock price moves").all()
-    assert set(CLEAN_COLUMNS) - {"label_ok", "labeler"} <= set(df.columns)
+    assert set(CLEAN_COLUMNS) - {"label_ok", "labeler", "score"} <= set(df.columns)
     # The server says yes to everything: half right on balanced detection.
     assert (df["detection_balanced_accuracy"] == 0.5).all()
     assert df["random_label_detection_balanced_accuracy"].notna().all()
