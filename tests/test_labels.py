@@ -303,3 +303,36 @@ def test_summary_is_json_serialisable(tmp_path):
     with ChatServer() as server:
         df = run_labels(http(server, "good"), tmp_path)
     json.dumps(verdict(df))
+
+
+def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
+    from saeflow.labels import make_labels
+
+    pd.DataFrame({"feature": range(3), "specialization": [3.0, 2.0, 1.0]}).to_parquet(
+        tmp_path / "spec.parquet"
+    )
+    examples_table().to_parquet(tmp_path / "examples.parquet")
+    key = ("finetuned", 2)
+    out = {n: tmp_path / "labels" / f"{n}.csv" for n in ("clean", "detailed")}
+    with ChatServer() as server:
+        labeler = {"kind": "http", "model": "m", "base_url": server.url("good")}
+        cfg = LabelsConfig.from_dict(
+            {"labeler": labeler, "top_n": 3, "n_explain": 3, "n_detect": 4}
+        )
+        make_labels(
+            {key: tmp_path / "spec.parquet"},
+            {key: tmp_path / "examples.parquet"},
+            {},
+            TEMPLATES,
+            cfg,
+            tmp_path / "cache",
+            out["clean"],
+            out["detailed"],
+            tmp_path / "labels" / "summary.json",
+        )
+    clean = pd.read_csv(out["clean"])
+    assert list(clean.columns) == CLEAN_COLUMNS and len(clean) == 3
+    assert (clean["score"] == 0.5).all() and clean["label_ok"].all()
+    assert len(pd.read_csv(out["detailed"]).columns) > len(CLEAN_COLUMNS)
+    summary = json.loads((tmp_path / "labels" / "summary.json").read_text())
+    assert summary["n_labeled"] == 3 and "statement" in summary
