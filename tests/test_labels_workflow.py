@@ -20,6 +20,9 @@ TARGET = "results/labels/feature_labels_clean_domain.csv"
 
 def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw):
     cfg = yaml.safe_load(TINY.read_text())
+    # Only the fine-tuned model's chain is needed: keep the run short.
+    cfg["compare"] = {"activate": False}
+    cfg["backtest"] = {"activate": False}
     cfg["labels"] = {
         "activate": True,
         "labeler": {"kind": "http", "model": "m", "base_url": server.url("good")},
