@@ -3,7 +3,8 @@
 Starts `saeflow view` on a results folder (read only), then times
 - each API endpoint's first (cold) answer and the median of 10 warm answers;
 - in headless Chromium (when /usr/bin/chromium exists): navigation until the first
-  headline chips are drawn, first load after server start and the median of 5.
+  headline chips are drawn, first load after server start (browser already
+  running) and the median of 5 more.
 
     .venv/bin/python bench/viewer_first_page.py --run results
 """
@@ -91,6 +92,9 @@ def browser_timings(run: str) -> None:
         opts.add_argument(flag)
     driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
     try:
+        # Start the renderer on this origin without touching any data, so the
+        # first timed load measures a cold server, not a cold browser.
+        driver.get(f"http://127.0.0.1:{port}/static/viewer.css")
         times = []
         for _ in range(6):
             t0 = time.perf_counter()
