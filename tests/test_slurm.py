@@ -334,9 +334,7 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
     )
     layer = work / "results" / "sae" / "base" / "layer_1"
     # --forcerun: Snakemake does not see the sae config (a dataclass param) change.
-    killed = run_snakemake(
-        work, limited, TARGET, "--forcerun", "train_sae", config=long
-    )
+    killed = run_snakemake(work, limited, TARGET, "--forcerun", TARGET, config=long)
     assert killed.returncode != 0
     (job_id,) = slurm_ids(killed)
     assert {j["id"]: j["state"] for j in cluster.jobs()}[job_id] == "TIMEOUT"
