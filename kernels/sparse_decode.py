@@ -313,6 +313,7 @@ class SparseDecode(torch.autograd.Function):
         b_dec: torch.Tensor,
         ops: SparseOps,
     ) -> torch.Tensor:
+        vals, idx, W_dec, b_dec = (t.contiguous() for t in (vals, idx, W_dec, b_dec))
         ctx.ops = ops
         ctx.save_for_backward(vals, idx, W_dec)
         return ops.gather_sum(vals, Slots(idx, W_dec.shape[0]), W_dec, b_dec)
@@ -341,9 +342,7 @@ def sparse_decode_cpu(
     vals: torch.Tensor, idx: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor
 ) -> torch.Tensor:
     """Pure-torch sparse decode tuned for the CPU (same maths as the Triton path)."""
-    return SparseDecode.apply(
-        vals.contiguous(), idx.contiguous(), W_dec.contiguous(), b_dec, CPU_OPS
-    )
+    return SparseDecode.apply(vals, idx, W_dec, b_dec, CPU_OPS)
 
 
 def sparse_decode_ref(

@@ -234,6 +234,7 @@ class TopKEncode(torch.autograd.Function):
         k: int,
         backend: EncodeBackend,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        x, W_enc, b_enc = (t.contiguous() for t in (x, W_enc, b_enc))
         vals, idx = backend.forward(x, W_enc, b_enc, k)
         ctx.ops = backend.ops
         ctx.save_for_backward(x, W_enc, vals, idx)
@@ -268,9 +269,7 @@ def topk_encode_cpu(
     x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch fused encoder tuned for the CPU (same maths as the Triton path)."""
-    return TopKEncode.apply(
-        x.contiguous(), W_enc.contiguous(), b_enc.contiguous(), k, CPU_BACKEND
-    )
+    return TopKEncode.apply(x, W_enc, b_enc, k, CPU_BACKEND)
 
 
 def topk_encode_ref(

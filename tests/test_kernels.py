@@ -199,6 +199,23 @@ def test_dispatch_picks_by_device_and_env(monkeypatch):
     assert vals.grad_fn.name() == "TopkBackward0"
 
 
+@pytest.mark.parametrize(
+    "encode,decode",
+    [(topk_encode_triton, sparse_decode_triton), (topk_encode_cpu, sparse_decode_cpu)],
+    ids=["triton", "cpu"],
+)
+def test_non_contiguous_inputs(encode, decode):
+    """Views (here: transposed storage) are accepted and give the same answer."""
+    (x, W, b, k), _ = _encode_inputs(5, 8, 64, 3, torch.float32)
+    W_t = W.T.contiguous().T  # same values, column-major storage
+    vals, idx = topk_encode_ref(x, W, b, k)
+    torch.testing.assert_close(encode(x, W_t, b, k), (vals, idx))
+    torch.testing.assert_close(
+        decode(vals.T.contiguous().T, idx, W_t, b[:8]),
+        sparse_decode_ref(vals, idx, W, b[:8]),
+    )
+
+
 @cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_triton_on_cuda_matches_reference(dtype):
