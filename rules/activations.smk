@@ -4,7 +4,8 @@ rule cache_activations:
         model=model_input,
     output:
         acts=expand(
-            "results/activations/{{model}}/layer_{layer}/{{corpus}}.h5", layer=LAYERS
+            "results/activations/{{model}}/layer_{layer}/{{corpus}}.h5",
+            layer=CACHED_LAYERS,
         ),
         report="results/activations/{model}/{corpus}_report.json",
     log:
@@ -17,8 +18,8 @@ rule cache_activations:
     params:
         ref=lambda wc: model_ref(wc.model),
         model_dtype=lambda wc: config["models"][wc.model]["dtype"],
-        cfg=ACT_CFG,
-        layers=LAYERS,
+        cfg=Tracked(ACT_CFG),
+        layers=CACHED_LAYERS,
         device=config["device"],
     script:
         "../scripts/cache_activations.py"

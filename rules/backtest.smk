@@ -9,7 +9,7 @@ rule build_backtest_prices:
         "logs/backtest/prices.log",
     threads: 1
     params:
-        cfg=BACKTEST_CFG.prices,
+        cfg=Tracked(BACKTEST_CFG.prices),
     script:
         "../scripts/build_backtest_prices.py"
 
@@ -23,7 +23,7 @@ rule build_backtest_news:
         "logs/backtest/{scenario}/news.log",
     threads: 1
     params:
-        cfg=BACKTEST_CFG.news,
+        cfg=Tracked(BACKTEST_CFG.news),
         tickers=BACKTEST_CFG.prices.tickers,
         seed=config["seed"],
     script:
@@ -49,7 +49,7 @@ rule compute_headline_features:
     params:
         model_ref=model_ref("finetuned"),
         layers=BACKTEST_LAYERS,
-        cfg=BACKTEST_CFG.features,
+        cfg=Tracked(BACKTEST_CFG.features),
         exclude_special=ACT_CFG.special_tokens == "exclude",
         device=config["device"],
     script:
@@ -107,7 +107,7 @@ rule run_backtest:
         "benchmarks/backtest/{scenario}/run.tsv"
     threads: 1
     params:
-        cfg=BACKTEST_CFG,
+        cfg=Tracked(BACKTEST_CFG),
         seed=config["seed"],
     script:
         "../scripts/run_backtest.py"

@@ -4,6 +4,8 @@ from saeflow.config import (
     FeatureConfig,
     FinetuneConfig,
     SAEConfig,
+    Tracked,
+    resolve_layers,
     validate_config,
 )
 from saeflow.backtest_config import BacktestConfig
@@ -14,7 +16,12 @@ validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 MODELS = ["base", "finetuned"]
 CORPORA = ["domain", "general"]
-LAYERS = config["activations"]["layers"]
+# Every layer of activations.layers is cached (one forward pass yields them all);
+# the preset (complete | fast | single | a list of layers) picks the layers that
+# SAEs, features and comparisons are made for, so switching presets never
+# re-caches activations.
+CACHED_LAYERS = config["activations"]["layers"]
+LAYERS = resolve_layers(config["preset"], CACHED_LAYERS)
 TOP_N = config["features"]["top_n"]
 TOP_FEATURES_N = config["features"]["top_features_n"]
 FINETUNED_DIR = "results/models/finetuned"
@@ -66,6 +73,7 @@ def is_activated(stage):
     """Whether an optional stage (a config block with `activate: true`) runs."""
     return bool(config.get(stage, {}).get("activate", False))
 
+
 def viewer_feature_inputs(wildcards):
     """Optional inputs of one model × layer's viewer table: comparison, labels."""
     other = "base" if wildcards.model == "finetuned" else "finetuned"
@@ -92,7 +100,6 @@ def viewer_data_inputs(wildcards):
     if config["models"]["finetuned"]["ref"] is None:
         found["metrics"] = "results/models/finetuned_metrics.json"
     return found
-
 
 
 def backtest_model_input():
@@ -127,6 +134,23 @@ def all_targets():
     )
     if config["models"]["finetuned"]["ref"] is None:
         targets.append("results/models/finetuned_metrics.json")
+    if is_activated("compare"):
+        targets += expand(
+            "results/compare/layer_{layer}/{name}",
+            layer=LAYERS,
+            name=["matches.parquet", "lost.parquet", "transfer.json"],
+        )
+        targets += expand(
+            "results/compare/{name}",
+            name=[
+                "comparison_summary.json",
+                "overlap_by_layer.csv",
+                "overlap_by_layer.png",
+                "delta_distributions.png",
+                "specialization_heatmap.png",
+                "specialization_scatter.png",
+            ],
+        )
     if is_activated("viewer"):
         targets.append("results/viewer/manifest.json")
     if is_activated("examples"):

@@ -5,7 +5,7 @@ rule build_corpus:
         "logs/corpus/{corpus}.log",
     threads: 1
     params:
-        cfg=lambda wc: CORPUS_CFG[wc.corpus],
+        cfg=lambda wc: Tracked(CORPUS_CFG[wc.corpus]),
         seed=config["seed"],
     script:
         "../scripts/build_corpus.py"

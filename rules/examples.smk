@@ -24,7 +24,7 @@ rule collect_feature_examples:
     params:
         ref=lambda wc: model_ref(wc.model),
         corpora=CORPORA,
-        cfg=EXAMPLE_CFG,
+        cfg=Tracked(EXAMPLE_CFG),
         seed=config["seed"],
         device=config["device"],
     script:

@@ -26,7 +26,7 @@ rule rank_specialized_features:
         "logs/features/{model}/layer_{layer}/rank.log",
     threads: 1
     params:
-        cfg=FEATURE_CFG,
+        cfg=Tracked(FEATURE_CFG),
     script:
         "../scripts/rank_specialized_features.py"
 
@@ -64,7 +64,7 @@ rule summarize_layers:
         "logs/features/{model}/summarize_layers.log",
     threads: 1
     params:
-        cfg=FEATURE_CFG,
+        cfg=Tracked(FEATURE_CFG),
         layers=LAYERS,
     script:
         "../scripts/summarize_layers.py"

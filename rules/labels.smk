@@ -48,7 +48,7 @@ rule label_features:
     resources:
         mem_mb=4000,
     params:
-        cfg=LABELS_CFG,
+        cfg=Tracked(LABELS_CFG),
         label_keys=LABEL_KEYS,
         layers=LAYERS,
         # The template texts, so that editing a template reruns only labeling.

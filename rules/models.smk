@@ -15,7 +15,7 @@ rule finetune_model:
         mem_mb=4000,
     params:
         base=model_ref("base"),
-        cfg=FINETUNE_CFG,
+        cfg=Tracked(FINETUNE_CFG),
         seed=config["seed"],
     script:
         "../scripts/finetune_model.py"

@@ -22,7 +22,7 @@ rule train_sae:
     resources:
         mem_mb=4000,
     params:
-        cfg=SAE_CFG,
+        cfg=Tracked(SAE_CFG),
         seed=config["seed"],
         device=config["device"],
     script:

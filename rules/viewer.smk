@@ -46,7 +46,11 @@ rule build_viewer_headlines:
     threads: 2
     params:
         ref=model_ref("finetuned"),
-        finetune=FINETUNE_CFG if config["models"]["finetuned"]["ref"] is None else None,
+        finetune=(
+            Tracked(FINETUNE_CFG)
+            if config["models"]["finetuned"]["ref"] is None
+            else None
+        ),
         seed=config["seed"],
         layers=LAYERS,
         top_n=VIEWER_CFG.headline_top_features,

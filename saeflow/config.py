@@ -33,6 +33,25 @@ class _FromDict:
         return dataclasses.asdict(self)
 
 
+class Tracked(dict):
+    """A config dataclass passed as a Snakemake param, visible to rerun triggers.
+
+    Snakemake compares only params it can repr (builtins, pandas, numpy) and
+    silently ignores others, so a dataclass param would never rerun its rule when
+    the config changes. This dict of the dataclass' fields is compared instead;
+    `saeflow.job.job` hands the script the dataclass itself (`.value`).
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(dataclasses.asdict(cfg))
+        self.value = cfg
+
+
+def untracked(value: Any) -> Any:
+    """The dataclass behind a `Tracked` param; any other value unchanged."""
+    return value.value if isinstance(value, Tracked) else value
+
+
 @dataclass(frozen=True)
 class CorpusConfig(_FromDict):
     """One text corpus (the `corpora.<name>` block of config.yaml)."""
@@ -256,3 +275,110 @@ def validate_config(config: dict[str, Any], schema_path: str) -> None:
     if problem:
         # Raised outside the except block so Snakemake shows this, not the dump.
         raise WorkflowError(problem)
+
+
+PRESETS = ("complete", "fast", "single")
+
+
+def resolve_layers(preset: Any, configured: list[int]) -> list[int]:
+    """The layers a run works on: a preset name or an explicit list of layers.
+
+    `complete`: every layer of `activations.layers`; `fast`: its last two; `single`:
+    its last one. An explicit list (`[4, 6]`, `6`, `"4,6"`, or the strings
+    Snakemake's `--config preset=[4,6]` produces) must be a subset of
+    `activations.layers`, since only those are cached. Order follows the config.
+    """
+    if preset is None or preset == "complete":
+        return list(configured)
+    if preset == "fast":
+        return list(configured[-2:])
+    if preset == "single":
+        return list(configured[-1:])
+    items = preset if isinstance(preset, list) else str(preset).strip("[]").split(",")
+    try:
+        wanted = {int(str(v).strip()) for v in items if str(v).strip()}
+    except ValueError:
+        wanted = set()
+    if not wanted:
+        raise ConfigError(
+            f"invalid config at key 'preset': {preset!r} is neither one of "
+            f"{list(PRESETS)} nor a list of layers"
+        )
+    unknown = sorted(wanted - set(configured))
+    if unknown:
+        raise ConfigError(
+            f"invalid config at key 'preset': layers {unknown} are not in "
+            f"activations.layers {configured} (only those are cached)"
+        )
+    return [layer for layer in configured if layer in wanted]
+
+
+@dataclass(frozen=True)
+class ComparePlotConfig(_FromDict):
+    """Figures of the base vs fine-tuned comparison (the `compare.plots` block)."""
+
+    heatmap_features: int = 25
+    """Top fine-tuned features per layer shown in the specialization heatmap."""
+    dpi: int = 120
+    """Resolution of every comparison figure."""
+
+    def __post_init__(self) -> None:
+        if self.heatmap_features < 1:
+            raise ConfigError("compare.plots.heatmap_features must be >= 1")
+
+
+@dataclass(frozen=True)
+class CompareConfig(_FromDict):
+    """Base vs fine-tuned feature comparison (the `compare` block)."""
+
+    activate: bool = True
+    """Run the comparison stage (the product's central finding)."""
+    null_quantile: float = 0.99
+    """A pair is matched when its score exceeds this quantile of the scores the same
+    assignment gives against a null SAE (random features, base statistics)."""
+    candidates: int = 32
+    """Sparse assignment: best partners kept per feature, on each side."""
+    dense_max_latents: int = 4096
+    """Exact dense assignment when both SAEs have at most this many latents."""
+    block_size: int = 2048
+    """Feature rows per block of decoder-cosine scores (bounds memory)."""
+    correlation: Literal["auto", "scatter", "gemm"] = "auto"
+    """Co-activation counts: sparse scatter (CPU), dense GEMMs over token chunks
+    (GPU), or auto (gemm on CUDA, scatter on CPU)."""
+    max_tokens: int | None = None
+    """Cap on aligned tokens per corpus used for activation statistics (whole
+    documents sampled with the seed); None uses all."""
+    min_aligned_fraction: float = 0.9
+    """Refuse activation comparison when fewer token positions align."""
+    n_bootstrap: int = 200
+    """Bootstrap resamples (documents for deltas, features for overlap)."""
+    ci: float = 0.95
+    """Coverage of every bootstrap interval."""
+    changed_fold: float = 2.0
+    """A matched feature is `changed` when its domain mean moved by at least this
+    factor (and the interval of the move excludes 0)."""
+    top_n: int = 200
+    """Features per layer in the compared-features table."""
+    batch_size: int = 4096
+    """Tokens encoded at once."""
+    plots: ComparePlotConfig = field(default_factory=ComparePlotConfig)
+    """Figures (changing them reruns only the plotting rule)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.plots, dict):
+            object.__setattr__(
+                self,
+                "plots",
+                ComparePlotConfig.from_dict(self.plots, "compare.plots: "),
+            )
+        if not 0.0 < self.null_quantile < 1.0:
+            raise ConfigError("compare.null_quantile must be in (0, 1)")
+        if not 0.0 < self.ci < 1.0:
+            raise ConfigError("compare.ci must be in (0, 1)")
+        if not 0.0 < self.min_aligned_fraction <= 1.0:
+            raise ConfigError("compare.min_aligned_fraction must be in (0, 1]")
+        if self.changed_fold <= 1.0:
+            raise ConfigError("compare.changed_fold must be > 1")
+        for name in ("candidates", "block_size", "n_bootstrap", "top_n", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"compare.{name} must be >= 1")

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from saeflow.config import untracked
 from saeflow.provenance import describe_inputs, job_record, now, write_records
 
 log = logging.getLogger("saeflow.job")
@@ -40,6 +41,24 @@ def setup_logging(log_path: str | Path | None, threads: int | None = None) -> No
         torch.set_num_threads(threads)
 
 
+class _Job:
+    """The script's `snakemake` object with config dataclasses unwrapped in params.
+
+    Rules pass config dataclasses as `Tracked` dicts so that Snakemake's rerun
+    triggers see them; scripts get the dataclasses. `snakemake.params` builds a
+    fresh object on each access, so the unwrapped copy is kept here.
+    """
+
+    def __init__(self, sm: Any) -> None:
+        self._sm = sm
+        self.params = sm.params
+        for name, value in list(self.params.items()):
+            setattr(self.params, name, untracked(value))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sm, name)
+
+
 @contextlib.contextmanager
 def job(sm: Any) -> Iterator[Any]:
     """Set up one Snakemake job (the `snakemake` object of a script) and yield it;
@@ -56,6 +75,6 @@ def job(sm: Any) -> Iterator[Any]:
     )
     # Hashed before the body reads them: the record names what the job consumed.
     inputs = describe_inputs(list(sm.input))
-    yield sm
+    yield _Job(sm)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes outputs
         write_records(job_record(sm, started, inputs), list(sm.output))

@@ -147,3 +147,85 @@ def test_snakefmt_clean():
         text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+CONTRACT = [
+    "finetuned_feature",
+    "base_feature",
+    "decoder_cosine",
+    "activation_correlation",
+    "matched",
+    "status",
+]
+
+
+@pytest.mark.slow
+def test_comparison_outputs(tiny_run):
+    res = tiny_run / "results"
+    cmp = res / "compare"
+    summary = json.loads((cmp / "comparison_summary.json").read_text())
+    assert summary["layers"] == [1, 2] and "SYNTHETIC" in summary["note"]
+    for layer in (1, 2):
+        m = pd.read_parquet(cmp / f"layer_{layer}" / "matches.parquet")
+        shape = json.loads(
+            (
+                res / "sae" / "finetuned" / f"layer_{layer}" / "sae" / "cfg.json"
+            ).read_text()
+        )
+        assert len(m) == shape["n_latents"] and list(m.columns[:6]) == CONTRACT
+        assert set(m["status"]) <= {"matched", "changed", "new"}
+        lost = pd.read_parquet(cmp / f"layer_{layer}" / "lost.parquet")
+        assert len(lost) == shape["n_latents"] - m["matched"].sum()
+        # Transfer FVU of an SAE on its own activations is its own held-out FVU.
+        transfer = json.loads((cmp / f"layer_{layer}" / "transfer.json").read_text())
+        for model in ("base", "finetuned"):
+            metrics = json.loads(
+                (res / "sae" / model / f"layer_{layer}" / "metrics.json").read_text()
+            )
+            own = transfer[f"fvu_{model}_own"]
+            assert own == pytest.approx(metrics["eval"]["fvu"], rel=1e-5)
+        layer_json = json.loads(
+            (cmp / f"layer_{layer}" / "layer_comparison.json").read_text()
+        )
+        alignment = layer_json["token_alignment"]["domain"]
+        assert alignment["identical"] and alignment["aligned_fraction"] == 1.0
+    overlap = pd.read_csv(cmp / "overlap_by_layer.csv")
+    assert list(overlap["layer"]) == [1, 2]
+    assert (overlap["decoder_overlap_lo"] <= overlap["decoder_overlap"]).all()
+    for name in (
+        "overlap_by_layer",
+        "delta_distributions",
+        "specialization_heatmap",
+        "specialization_scatter",
+    ):
+        assert (cmp / f"{name}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_switching_preset_reruns_nothing_upstream(tiny_run):
+    jobs = planned_jobs(snakemake(tiny_run, "-n", "--config", "preset=single"))
+    upstream = {"cache_activations", "train_sae", "match_features", "measure_transfer"}
+    assert upstream.isdisjoint(jobs)
+    assert jobs["summarize_comparison"] == 1 and jobs["plot_comparison"] == 1
+
+
+@pytest.mark.slow
+def test_changing_plot_config_reruns_only_the_figures(tiny_run, tmp_path):
+    cfg = edited_config(
+        tmp_path, "plots.yaml", lambda c: c["compare"]["plots"].update(dpi=70)
+    )
+    assert planned_jobs(snakemake(tiny_run, "-n", config=cfg)) == {
+        "plot_comparison": 1,
+        "all": 1,
+    }
+
+
+def test_presets_choose_the_layers(tmp_path):
+    single = planned_jobs(snakemake(tmp_path, "-n", "--config", "preset=single"))
+    assert single["train_sae"] == 2 and single["match_features"] == 1
+    listed = planned_jobs(snakemake(tmp_path, "-n", "--config", "preset=[1]"))
+    assert listed["train_sae"] == 2 and listed["match_features"] == 1
+    assert planned_jobs(snakemake(tmp_path, "-n"))["match_features"] == 2
+    bad = snakemake(tmp_path, "-n", "--config", "preset=[9]")
+    assert bad.returncode != 0
+    assert "invalid config at key 'preset'" in bad.stdout + bad.stderr
