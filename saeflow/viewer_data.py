@@ -29,6 +29,7 @@ import torch
 
 from saeflow.config import ConfigError, _FromDict
 from saeflow.data import iter_rows
+from saeflow.examples import EXAMPLE_COLUMNS
 from saeflow.io import atomic_path, write_json, write_parquet
 from saeflow.models import pick_device
 from saeflow.sae import TopKSAE
@@ -44,19 +45,6 @@ METRICS = {
     "delta_vs_base": "delta vs base (specialization − partner's)",
     "label_score": "label score",
 }
-EXAMPLE_COLUMNS = [
-    "feature",
-    "kind",
-    "split",
-    "corpus",
-    "doc_id",
-    "row",
-    "tokens",
-    "acts",
-    "peak",
-    "activation",
-    "quantile",
-]
 SCORE_COLUMNS = ("score", "label_score", "detection_score", "fuzzing_score")
 
 
