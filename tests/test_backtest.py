@@ -291,7 +291,7 @@ def test_default_config_plans_both_backtest_scenarios(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]

@@ -233,7 +233,7 @@ def run_snakemake(work: Path, profile: Path, *args: str, config: Path = TINY):
     cmd = [*SNAKEMAKE, "-d", str(work), "--configfile", str(config)]
     cmd += ["--profile", str(profile), *SLURM_ARGS, *args]
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=1200, stdin=subprocess.DEVNULL
+        cmd, capture_output=True, text=True, timeout=2400, stdin=subprocess.DEVNULL
     )
 
 

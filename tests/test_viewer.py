@@ -44,7 +44,7 @@ def viewer_run(tmp_path_factory, tiny_bert) -> Path:
         [*cmd, "results/viewer/manifest.json"],
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=2400,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return work / "results"

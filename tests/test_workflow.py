@@ -22,7 +22,7 @@ def snakemake(
     workdir: Path, *args: str, config: Path = TINY
 ) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(config), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=2400)
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
