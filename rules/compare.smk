@@ -2,11 +2,12 @@
 # layer (matching, null thresholds, deltas, transfer FVU), then across layers.
 from saeflow.config import CompareConfig
 
-# Built here so that bad combinations fail before any job; params stay plain
-# dicts so that Snakemake sees (and reruns on) every change. Plotting settings
+# Built here so that bad combinations fail before any job. Params are plain dicts
+# in the dataclass' field order, so that Snakemake sees (and reruns on) every
+# change but not a mere reordering of keys in a config file. Plotting settings
 # are left out of the matching params: changing them reruns only the figures.
 COMPARE_CFG = CompareConfig.from_dict(config["compare"], "compare: ")
-COMPARE_PARAMS = {k: v for k, v in config["compare"].items() if k != "plots"}
+COMPARE_PARAMS = {k: v for k, v in COMPARE_CFG.to_dict().items() if k != "plots"}
 COMPARE_TOP_N = COMPARE_CFG.top_n
 COMPARE_CAT = "Base vs fine-tuned"
 
@@ -68,7 +69,7 @@ rule measure_transfer:
     threads: 1
     params:
         holdout_fraction=config["sae"]["holdout_fraction"],
-        batch_size=config["compare"]["batch_size"],
+        batch_size=COMPARE_CFG.batch_size,
         device=config["device"],
     script:
         "../scripts/measure_transfer.py"
@@ -150,6 +151,6 @@ rule plot_comparison:
     threads: 1
     params:
         layers=LAYERS,
-        plots=config["compare"]["plots"],
+        plots=COMPARE_CFG.plots.to_dict(),
     script:
         "../scripts/plot_comparison.py"

@@ -216,16 +216,20 @@ def cooccurrence_blocks(
     block_entries: int = 1 << 19,
     yield_entries: int = 1 << 24,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Blocks (0, c0, [Mf, c] float64) of C = Z_f^T Z_b over the same N tokens.
+    """Blocks (0, c0, [Mf, c]) of C = Z_f^T Z_b over the same N tokens.
 
     scatter: for base-feature column blocks of about `block_entries` entries of C,
     each base activation times the k fine-tuned activations of its token is
     accumulated with bincount (a cache-resident accumulator); blocks are handed
-    out `yield_entries` at a time. gemm: dense GEMMs of token chunks on `device`,
-    one [Mf, Mb] accumulator.
+    out `yield_entries` at a time (float64). gemm: dense GEMMs of token chunks
+    on `device` into one [Mf, Mb] float32 accumulator, handed out in column
+    slices of it.
     """
     if method == "gemm":
-        yield 0, 0, _cooccurrence_gemm(f, b, device)
+        out = _cooccurrence_gemm(f, b, device)
+        width = max(1, yield_entries // f.n_latents)
+        for c0 in range(0, b.n_latents, width):
+            yield 0, c0, out[:, c0 : c0 + width]
         return
     zb = b.mat.tocsc()
     mf, mb = f.n_latents, b.n_latents
@@ -265,13 +269,16 @@ def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
-def _cooccurrence_gemm(f: Codes, b: Codes, device: str, chunk: int = 4096):
+def _cooccurrence_gemm(
+    f: Codes, b: Codes, device: str, chunk: int = 4096
+) -> torch.Tensor:
+    """[Mf, Mb] float32 on `device`: sum over token chunks of dense Z_f^T Z_b."""
     out = torch.zeros(f.n_latents, b.n_latents, device=device)
     for s in range(0, f.mat.shape[0], chunk):
         zf = torch.from_numpy(f.mat[s : s + chunk].toarray()).to(device)
         zb = torch.from_numpy(b.mat[s : s + chunk].toarray()).to(device)
-        out += zf.T @ zb
-    return out.double()
+        out.addmm_(zf.T, zb)
+    return out
 
 
 def correlation_blocks(
@@ -294,13 +301,16 @@ def correlation_blocks(
     mean_f = torch.from_numpy(mf.mean).float()
     inv_f = inverse(mf.std)
     for r0, c0, block in cooccurrence_blocks(f, b, method, device):
+        dev = block.device
         cols = slice(c0, c0 + block.shape[1])
-        # In place on the fresh block, in float32 (fine for correlations):
-        # (C / n - mean_f mean_b^T) * (1 / std_f)(1 / std_b)^T.
-        corr = block.cpu().float().mul_(1.0 / mf.n)
-        corr.addr_(mean_f, torch.from_numpy(mb.mean[cols]).float(), alpha=-1.0)
-        corr.mul_(inv_f[:, None]).mul_(inverse(mb.std[cols])[None, :])
-        yield r0, c0, corr.clamp_(-1.0, 1.0)
+        mean_b = torch.from_numpy(mb.mean[cols]).float().to(dev)
+        inv_b = inverse(mb.std[cols]).to(dev)
+        # In place (blocks are used once), in float32 (fine for correlations),
+        # where the block lives: (C / n - mean_f mean_b^T) / (std_f std_b^T).
+        corr = block.float().mul_(1.0 / mf.n)
+        corr.addr_(mean_f.to(dev), mean_b, alpha=-1.0)
+        corr.mul_(inv_f.to(dev)[:, None]).mul_(inv_b[None, :])
+        yield r0, c0, corr.clamp_(-1.0, 1.0).cpu()
 
 
 class DocBootstrap:

@@ -9,18 +9,14 @@ from typing import Any
 
 import pandas as pd
 
-from saeflow.compare import (
-    choose_null,
-    compare_layer,
-    comparison_reports,
-    transfer_fvu,
-)
+from saeflow.compare import choose_null, compare_layer
 from saeflow.compare_plots import (
     plot_delta_distributions,
     plot_overlap_by_layer,
     plot_specialization_heatmap,
     plot_specialization_scatter,
 )
+from saeflow.compare_reports import comparison_reports, transfer_fvu
 from saeflow.config import CompareConfig, ComparePlotConfig
 from saeflow.io import write_csv, write_json, write_parquet
 from saeflow.models import pick_device

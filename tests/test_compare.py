@@ -15,14 +15,12 @@ from saeflow.coactivation import (
     align_tokens,
     cooccurrence_blocks,
     correlation_blocks,
+    encode_rows,
     moments,
+    subsample_docs,
 )
-from saeflow.compare import (
-    choose_null,
-    compare_layer,
-    comparison_reports,
-    transfer_fvu,
-)
+from saeflow.compare import choose_null, compare_layer
+from saeflow.compare_reports import comparison_reports, transfer_fvu
 from saeflow.config import CompareConfig, ConfigError, resolve_layers
 from saeflow.data import ActivationSource
 from saeflow.matching import (
@@ -385,3 +383,23 @@ def test_cooccurrence_and_correlation_equal_dense_references(method):
         corr[:, c0 : c0 + block.shape[1]] = block.numpy()
     ref = np.corrcoef(f.mat.toarray().T, b.mat.toarray().T)[:m, m:]
     assert np.allclose(corr, ref, atol=1e-5)
+
+
+def test_encode_rows_reads_any_subset_in_any_order(setup):
+    base, acts = setup
+    rows = np.array([2999, 5, 5, 1200, 0])
+    (codes,) = encode_rows([base], acts["domain"], rows, batch_size=256)
+    with h5py.File(acts["domain"], "r") as f:
+        x = torch.from_numpy(f["acts"][:].astype(np.float32))[rows]
+    code = base.encode(x)
+    dense = torch.zeros(len(rows), M).scatter_add_(1, code.idx, code.vals)
+    assert np.allclose(codes.mat.toarray(), dense.detach().numpy(), atol=1e-5)
+
+
+def test_max_tokens_keeps_whole_documents(setup):
+    _, acts = setup
+    al = align_tokens(acts["general"], acts["general"], 0.9)
+    cut = subsample_docs(al, 1000, np.random.default_rng(0))
+    assert 0 < len(cut.doc) <= 1000 and cut.report["n_used"] == len(cut.doc)
+    kept = np.unique(cut.doc)
+    assert len(cut.doc) == np.isin(al.doc, kept).sum()  # every token of a kept doc
