@@ -1,4 +1,6 @@
-"""Shared test setup: offline hub, Triton interpreter, tiny random models.
+"""Shared test setup: offline hub, Triton interpreter, tiny random models, and
+one real run of the workflow on tests/configs/tiny.yaml shared by every test
+that only reads its results or dry-runs against it (each run takes minutes).
 
 The environment variables must be set before anything imports transformers or
 defines a `@triton.jit` kernel, hence at the very top.
@@ -10,10 +12,18 @@ os.environ["TRITON_INTERPRET"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 TEXTS = [
     "Microsoft shares jump 4.2% after quarterly revenue beats estimates.",
@@ -106,3 +116,38 @@ def tiny_llama(tmp_path_factory) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def snakemake(
+    workdir: Path, *args: str, config: Path = TINY, timeout: int = 2400
+) -> subprocess.CompletedProcess:
+    """The real Snakefile on `config`, in `workdir`; output captured."""
+    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(config), *args]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    out = result.stdout + result.stderr
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+def fresh_workdir(base: Path, tiny_bert: Path) -> Path:
+    """An empty working folder holding only the tiny model the config names."""
+    shutil.copytree(tiny_bert, base / "models" / "tiny_bert")
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_bert) -> Path:
+    """A complete `snakemake --cores 2` run of tiny.yaml (rule all: spine, compare,
+    examples, viewer, backtest). Tests must not change it: copy it to edit."""
+    work = fresh_workdir(tmp_path_factory.mktemp("tiny_run"), tiny_bert)
+    result = snakemake(work, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work

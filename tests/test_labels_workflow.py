@@ -4,25 +4,19 @@ prompt template reruns only labeling; a rerun asks the server nothing."""
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))
-from labels_server import ChatServer  # noqa: E402
-from test_workflow import ROOT, TINY, planned_jobs, snakemake  # noqa: E402
+from conftest import ROOT, TINY, planned_jobs, snakemake
+from labels_server import ChatServer
 
 TARGET = "results/labels/feature_labels_clean_domain.csv"
 
 
 def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw):
     cfg = yaml.safe_load(TINY.read_text())
-    # Only the fine-tuned model's chain is needed: keep the run short.
-    cfg["compare"] = {"activate": False}
-    cfg["backtest"] = {"activate": False}
     cfg["labels"] = {
         "activate": True,
         "labeler": {"kind": "http", "model": "m", "base_url": server.url("good")},
@@ -40,14 +34,17 @@ def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw
 
 
 @pytest.fixture(scope="module")
-def labels_run(tmp_path_factory, tiny_bert):
-    work = tmp_path_factory.mktemp("labels_run")
-    shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
+def labels_run(tmp_path_factory, tiny_run):
+    """A copy of the shared tiny run (timestamps and Snakemake metadata kept, so
+    nothing upstream reruns) with the labels stage built on top."""
+    work = tmp_path_factory.mktemp("labels_run") / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
     shutil.copytree(ROOT / "prompts", work / "prompts")
     with ChatServer() as server:
         cfg = labels_config(work, server)
         result = snakemake(work, "--cores", "2", TARGET, config=cfg)
         assert result.returncode == 0, result.stderr[-4000:]
+        assert planned_jobs(result) == {"label_features": 1}, result.stderr[-4000:]
         yield work, server, cfg
 
 

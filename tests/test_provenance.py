@@ -1,9 +1,9 @@
 """Provenance, audit, report and reproducibility on the real tiny workflow.
 
-Two runs from scratch of tests/configs/tiny.yaml (side by side, one core each)
-must give the same result files: bitwise, except for the tolerances listed in
-docs/reproducibility.md (timing fields; HDF5 object timestamps). The first run
-then serves the provenance, audit and report checks.
+Two runs from scratch of tests/configs/tiny.yaml (the session's shared run and
+one more) must give the same result files: bitwise, except for the tolerances
+listed in docs/reproducibility.md (timing fields; HDF5 object timestamps). The
+shared run then serves the provenance, audit and report checks.
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fresh_workdir, snakemake
 
 from saeflow.audit import audit
 from saeflow.provenance import PROVENANCE_DIR, read_record, record_path
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 
 # Fields that measure speed, not results (docs/reproducibility.md).
 TIMING = re.compile(r"per_s$|seconds|elapsed|wall|duration")
@@ -34,22 +31,12 @@ TIMING = re.compile(r"per_s$|seconds|elapsed|wall|duration")
 pytestmark = pytest.mark.slow
 
 
-def start_run(work: Path, tiny_bert: Path, *args: str) -> subprocess.Popen:
-    shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
-    cmd = [*SNAKEMAKE, "-d", str(work), "--configfile", str(TINY), *args]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_bert) -> tuple[Path, Path]:
-    a, b = tmp_path_factory.mktemp("run_a"), tmp_path_factory.mktemp("run_b")
-    procs = [start_run(w, tiny_bert, "--cores", "1") for w in (a, b)]
-    for p in procs:
-        out, _ = p.communicate(timeout=3000)
-        assert p.returncode == 0, out[-4000:]
-    return a, b
+def runs(tmp_path_factory, tiny_bert, tiny_run) -> tuple[Path, Path]:
+    second = fresh_workdir(tmp_path_factory.mktemp("run_b"), tiny_bert)
+    result = snakemake(second, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return tiny_run, second
 
 
 def result_files(work: Path) -> list[Path]:
@@ -123,15 +110,15 @@ def test_two_runs_from_scratch_give_identical_results(runs):
     assert exact > len(tolerated)
 
 
-def test_every_result_file_has_a_provenance_record(runs):
-    work = runs[0]
+def test_every_result_file_has_a_provenance_record(tiny_run):
+    work = tiny_run
     for f in result_files(work):
         owners = [p for p in [f, *f.parents] if record_path(p, work).exists()]
         assert owners, f"{f} has no provenance record"
 
 
-def test_record_names_rule_inputs_code_and_packages(runs):
-    work = runs[0]
+def test_record_names_rule_inputs_code_and_packages(tiny_run):
+    work = tiny_run
     rec = read_record("results/sae/base/layer_1/metrics.json", work)
     assert rec["rule"] == "train_sae"
     assert rec["wildcards"] == {"model": "base", "layer": "1"}
@@ -145,9 +132,9 @@ def test_record_names_rule_inputs_code_and_packages(runs):
     assert rec["started"] <= rec["finished"]
 
 
-def test_audit_follows_the_chain_and_flags_a_changed_corpus(runs, tmp_path):
+def test_audit_follows_the_chain_and_flags_a_changed_corpus(tiny_run, tmp_path):
     work = tmp_path / "copy"
-    shutil.copytree(runs[0] / "results", work / "results")
+    shutil.copytree(tiny_run / "results", work / "results")
     target = "results/features/base/layer_1/specialization.parquet"
     clean = audit(target, work)
     assert clean.problems == []
@@ -170,15 +157,9 @@ def test_audit_follows_the_chain_and_flags_a_changed_corpus(runs, tmp_path):
     assert cli.returncode == 1 and "FLAGGED" in cli.stdout
 
 
-def test_report_is_self_contained_and_captioned(runs):
-    work = runs[0]
-    out = subprocess.run(
-        [*SNAKEMAKE, "-d", str(work), "--configfile", str(TINY)]
-        + ["--report", "results/report.html"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_report_is_self_contained_and_captioned(tiny_run):
+    work = tiny_run
+    out = snakemake(work, "--report", "results/report.html", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     html = (work / "results" / "report.html").read_text()
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S)[1])

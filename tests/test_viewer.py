@@ -1,11 +1,9 @@
-"""The feature viewer end to end: the real Snakefile builds a tiny run's viewer
-data in a temp folder, `saeflow view` serves it on 127.0.0.1, and the tests use
-its JSON API over HTTP and its page in headless Chromium."""
+"""The feature viewer end to end: the real Snakefile builds the viewer data of
+the session's shared tiny run, `saeflow view` serves it on 127.0.0.1, and the
+tests use its JSON API over HTTP and its page in headless Chromium."""
 
 import http.client
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,10 +12,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -25,29 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def viewer_run(tmp_path_factory, tiny_bert) -> Path:
-    """A tiny workflow run with the viewer stage on; returns its results folder.
-
-    SAEFLOW_VIEWER_TEST_RUN names an already built tiny run's folder to reuse
-    (while developing: the run takes minutes on a loaded machine).
-    """
-    if os.environ.get("SAEFLOW_VIEWER_TEST_RUN"):
-        return Path(os.environ["SAEFLOW_VIEWER_TEST_RUN"]) / "results"
-    work = tmp_path_factory.mktemp("viewer_run")
-    shutil.copytree(tiny_bert, work / "models" / "tiny_bert")
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg.setdefault("viewer", {})["activate"] = True
-    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-    cmd += ["-d", str(work), "--configfile", str(work / "config.yaml"), "--cores", "2"]
-    result = subprocess.run(
-        [*cmd, "results/viewer/manifest.json"],
-        capture_output=True,
-        text=True,
-        timeout=2400,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return work / "results"
+def viewer_run(tiny_run) -> Path:
+    """The shared tiny run's results folder (its rule all builds the viewer)."""
+    return tiny_run / "results"
 
 
 def free_port() -> int:
