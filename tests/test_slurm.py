@@ -356,10 +356,14 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
+    # Snakemake deletes the job's old log before the job starts.
+    def log_text() -> str:
+        return log.read_text() if log.exists() else ""
+
     try:
         end = time.time() + 600
-        while "resuming from checkpoint" not in log.read_text():
-            assert time.time() < end and rerun.poll() is None, log.read_text()
+        while "resuming from checkpoint" not in log_text():
+            assert time.time() < end and rerun.poll() is None, log_text()
             time.sleep(2)
     finally:
         # Snakemake cancels its SLURM job on SIGTERM, but may linger while doing
