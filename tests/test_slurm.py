@@ -356,6 +356,7 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
+
     # Snakemake deletes the job's old log before the job starts.
     def log_text() -> str:
         return log.read_text() if log.exists() else ""
