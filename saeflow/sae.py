@@ -214,6 +214,21 @@ class TopKSAE(nn.Module):
             self.W_dec.grad -= along * self.W_dec
 
     @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Make decoder rows unit-norm, moving each row's norm into its latent
+        (encoder row and bias), so every latent contributes as before.
+
+        Exact for ReLU codes; for top-k kinds latents are then ranked by their
+        contribution rather than their pre-activation, which measured no worse
+        (docs/performance.md). The batchtopk threshold is in pre-activation
+        units and is kept.
+        """
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_dec /= norms[:, None]
+        self.W_enc *= norms[:, None]
+        self.b_enc *= norms
+
+    @torch.no_grad()
     def renormalize_decoder(self) -> None:
         """Scale decoder rows back to unit norm (after a step)."""
         self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)

@@ -195,17 +195,19 @@ class Trainer:
 
     def _renormalize_decoder(self) -> None:
         if isinstance(self.opt, SignScheduleFree):
-            self.opt.map_iterates(self.sae.W_dec, _unit_rows)
+            self.opt.constrain(self.sae.W_dec, _unit_rows)
         else:
             self.sae.renormalize_decoder()
 
     def finalize(self) -> None:
-        """Put the weights to evaluate and save into the SAE (schedule-free: x)."""
+        """Put the weights to evaluate and save into the SAE (schedule-free: the
+        average x, whose decoder rows are then made unit-norm again)."""
         if isinstance(self.opt, SignScheduleFree):
             with torch.no_grad():
                 for p in self.sae.parameters():
                     if "x" in self.opt.state.get(p, {}):
                         p.copy_(self.opt.state[p]["x"])
+            self.sae.fold_decoder_norms()
         self.sae.eval()
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from saeflow.config import SAEConfig
 from saeflow.data import ActivationSource
 from saeflow.optim import SignScheduleFree
+from saeflow.sae import TopKSAE
 from saeflow.sae_job import make_saes
 from saeflow.train import Trainer
 
@@ -114,6 +115,10 @@ def test_kinds_train_side_by_side(acts_path, tmp_path):
     for name, m in metrics.items():
         assert m["eval"]["fvu"] < 0.35, name
         assert m["tokens_seen"] == metrics["default"]["tokens_seen"]
+    # Saved decoders have unit rows, whichever optimizer trained them.
+    for folder in [tmp_path / "sae", *(tmp_path / "variants").glob("*/sae")]:
+        norms = TopKSAE.load(folder).W_dec.norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
 @pytest.mark.slow
