@@ -1,3 +1,5 @@
+import os
+
 from saeflow.config import (
     ActivationConfig,
     CorpusConfig,
@@ -13,6 +15,10 @@ from saeflow.backtest_config import BacktestConfig
 # Unknown keys and wrong types stop the run here, before any job, naming the key;
 # defaults come from the schema.
 validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
+
+# Jobs write progress bars into their log files: one line per 10 s, not per step
+# (tqdm reads TQDM_* at import; jobs inherit this process's environment).
+os.environ.setdefault("TQDM_MININTERVAL", "10")
 
 MODELS = ["base", "finetuned"]
 CORPORA = ["domain", "general"]

@@ -187,13 +187,13 @@ class SAEConfig(_FromDict):
     """Learning rate; None scales c / sqrt(M / 2**14), c from `optimizer`."""
     l1_coef: float = 0.05
     """relu: weight of the L1 penalty on the latents."""
-    warmup_steps: int = 50
-    """Linear learning-rate warmup."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup (schedule-free sign-SGD needs none; Adam ~50)."""
     aux_k: int | None = None
     """Latents in the AuxK loss; None uses D // 2 (Gao et al. 2024)."""
     aux_coef: float = 1.0 / 32
     """Weight of the AuxK loss."""
-    dead_after_tokens: int = 100_000
+    dead_after_tokens: int = 20_000
     """A latent that has not fired for this many tokens counts as dead for AuxK."""
     holdout_fraction: float = 0.1
     """Tail of each activation file held out for FVU."""
