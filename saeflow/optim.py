@@ -12,15 +12,14 @@ whose state (x, z, the weight sum) round-trips through `state_dict` bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 import torch
 from torch.optim import Optimizer
 
 
 class SignScheduleFree(Optimizer):
-    """Schedule-free sign-SGD; call `averaged()` around evaluation and saving."""
+    """Schedule-free sign-SGD; evaluate and save the average `state[p]["x"]`."""
 
     def __init__(
         self,
@@ -94,20 +93,3 @@ class SignScheduleFree(Optimizer):
         return next(
             g for g in self.param_groups if any(p is param for p in g["params"])
         )
-
-    @contextmanager
-    def averaged(self) -> Iterator[None]:
-        """Swap the averaged weights x into the parameters for the block."""
-        saved = []
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if "x" in self.state.get(p, {}):
-                        saved.append((p, p.detach().clone()))
-                        p.copy_(self.state[p]["x"])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, y in saved:
-                    p.copy_(y)
