@@ -77,7 +77,7 @@ class SignScheduleFree(Optimizer):
 
         Only the iterate the steps are taken at is projected; the average x of
         projected z's stays inside the constraint set's hull (for unit decoder
-        rows: norms below 1). Projecting z alone gave 5 % lower held-out FVU than
+        rows: norms below 1). Projecting z alone gave 5–8 % lower held-out FVU than
         also projecting x, and than projecting y as sparsify does
         (docs/performance.md); the trainer restores unit rows at the end.
         """
