@@ -53,6 +53,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after `grace` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class SlurmCluster:
     """munged + slurmctld + slurmd in the foreground, everything under `root`."""
 
@@ -168,12 +178,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
     def stop(self) -> None:
         """SIGTERM each daemon by PID (reverse start order), SIGKILL if it lingers."""
         for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            terminate(p, grace=15)
         for link in self.links:
             link.unlink(missing_ok=True)
 
@@ -369,10 +374,5 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
     finally:
         # Snakemake cancels its SLURM job on SIGTERM, but may linger while doing
         # so; the test only needs both gone.
-        rerun.terminate()
-        try:
-            rerun.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            rerun.kill()
-            rerun.wait()
+        terminate(rerun, grace=60)
         cluster.run(["scancel", "--user", getpass.getuser()])
