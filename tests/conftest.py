@@ -20,6 +20,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -126,6 +127,15 @@ def snakemake(
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+def edited_config(folder: Path, name: str, edit) -> Path:
+    """tiny.yaml changed in place by `edit(cfg)`, written to folder/name."""
+    cfg = yaml.safe_load(TINY.read_text())
+    edit(cfg)
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:

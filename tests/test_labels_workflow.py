@@ -8,16 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT, TINY, planned_jobs, snakemake
+from conftest import ROOT, edited_config, planned_jobs, snakemake
 from labels_server import ChatServer
 
 TARGET = "results/labels/feature_labels_clean_domain.csv"
 
 
 def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw):
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["labels"] = {
+    labels = {
         "activate": True,
         "labeler": {"kind": "http", "model": "m", "base_url": server.url("good")},
         "top_n": 2,
@@ -28,9 +26,7 @@ def labels_config(tmp: Path, server: ChatServer, name: str = "labels.yaml", **kw
         "prompts": str(tmp / "prompts"),
         **kw,
     }
-    path = tmp / name
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return edited_config(tmp, name, lambda c: c.update(labels=labels))
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +72,8 @@ def test_labels_tables_and_verdict(labels_run):
 @pytest.mark.slow
 def test_changing_labeler_or_template_reruns_only_labeling(labels_run, tmp_path):
     work, server, _ = labels_run
-    other = labels_config(work, server, "other.yaml")
-    cfg = yaml.safe_load(other.read_text())
-    cfg["labels"]["labeler"]["model"] = "another-model"
-    other.write_text(yaml.safe_dump(cfg))
+    labeler = {"kind": "http", "model": "another-model", "base_url": server.url("good")}
+    other = labels_config(work, server, "other.yaml", labeler=labeler)
     assert planned_jobs(snakemake(work, "-n", TARGET, config=other)) == {
         "label_features": 1
     }

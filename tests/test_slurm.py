@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SNAKEMAKE, TINY
+from conftest import ROOT, SNAKEMAKE, TINY, edited_config
 
 from saeflow.provenance import read_record
 
@@ -284,10 +284,11 @@ def test_failing_job_is_reported_failed_with_its_log(
     cluster, slurm_run, work, tmp_path
 ):
     shutil.copytree(work / "results" / "corpus", tmp_path / "results" / "corpus")
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["models"]["base"]["ref"] = "models/no_such_model"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
+    bad = edited_config(
+        tmp_path,
+        "bad.yaml",
+        lambda c: c["models"]["base"].update(ref="models/no_such_model"),
+    )
     target = "results/activations/base/domain_report.json"
     result = run_snakemake(tmp_path, write_profile(tmp_path / "p"), target, config=bad)
     out = result.stdout + result.stderr
@@ -329,10 +330,11 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
     cluster, slurm_run, work, tmp_path
 ):
     # Long enough not to finish within SLURM's smallest time limit (1 minute).
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["sae"].update(epochs=2000.0, checkpoint_every=5)
-    long = tmp_path / "long.yaml"
-    long.write_text(yaml.safe_dump(cfg))
+    long = edited_config(
+        tmp_path,
+        "long.yaml",
+        lambda c: c["sae"].update(epochs=2000.0, checkpoint_every=5),
+    )
     limited = write_profile(
         tmp_path / "p", lambda c: c["set-resources"]["train_sae"].update(runtime=1)
     )

@@ -9,16 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import ROOT, TINY, planned_jobs, snakemake
-
-
-def edited_config(tmp: Path, name: str, edit) -> Path:
-    cfg = yaml.safe_load(TINY.read_text())
-    edit(cfg)
-    path = tmp / name
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+from conftest import ROOT, edited_config, planned_jobs, snakemake
 
 
 @pytest.mark.slow
