@@ -7,6 +7,25 @@ from saeflow.labeling_config import LabelsConfig, load_templates
 LABELS_CFG = LabelsConfig.from_dict(config["labels"], "labels: ")
 LABEL_KEYS = [(m, layer) for m in LABELS_CFG.models for layer in LAYERS]
 LABEL_PROMPTS = Path(workflow.basedir) / LABELS_CFG.prompts
+LABELER_MODEL = "results/labels/labeler_model"
+
+
+rule prepare_labeler:
+    """Convert the GGUF labeler into a transformers folder once, early: loading a
+    GGUF costs ~30 s per load on 2 cores, the folder about one second."""
+    output:
+        directory(LABELER_MODEL),
+    log:
+        "logs/labels/prepare_labeler.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+    params:
+        # Only what picks the weights: answer settings do not redo the conversion.
+        weights=LABELS_CFG.labeler.weights(),
+        cache="results/labels/cache/models",
+    script:
+        "../scripts/prepare_labeler.py"
 
 
 rule label_features:
@@ -28,6 +47,7 @@ rule label_features:
             and "finetuned" in LABELS_CFG.models
             else []
         ),
+        labeler=LABELER_MODEL if LABELS_CFG.labeler.is_gguf else [],
     output:
         clean=report(
             "results/labels/feature_labels_clean_domain.csv",
@@ -44,7 +64,7 @@ rule label_features:
         "logs/labels/label_features.log",
     benchmark:
         "benchmarks/labels/label_features.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     params:

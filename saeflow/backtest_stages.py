@@ -1,4 +1,8 @@
-"""Entry points of the backtest rules: read inputs, call the library, write outputs."""
+"""Entry points of the backtest rules: read inputs, call the library, write outputs.
+
+Each stage imports its heavy libraries itself, so the price and news rules start
+without torch, scikit-learn or matplotlib (see saeflow/stages.py).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from saeflow.backtest import build_panel, run_backtest
 from saeflow.backtest_config import (
     BacktestConfig,
     HeadlineFeatureConfig,
@@ -16,17 +19,6 @@ from saeflow.backtest_config import (
     PriceConfig,
 )
 from saeflow.backtest_news import build_planted_news, planted_note
-from saeflow.backtest_plots import (
-    plot_drawdown,
-    plot_equity,
-    plot_placebo,
-    plot_rolling_sharpe,
-)
-from saeflow.headline_features import (
-    headline_features,
-    parse_feature_column,
-    top_specialized,
-)
 from saeflow.io import write_csv, write_json, write_parquet
 from saeflow.market_data import (
     load_djia_news,
@@ -35,7 +27,6 @@ from saeflow.market_data import (
     offline_prices,
     price_matrix,
 )
-from saeflow.models import pick_device
 
 log = logging.getLogger("saeflow")
 
@@ -92,6 +83,9 @@ def make_headline_features(
     out: str | Path,
 ) -> None:
     """Features of every headline (see saeflow.headline_features)."""
+    from saeflow.device import pick_device
+    from saeflow.headline_features import headline_features, top_specialized
+
     df = pd.read_parquet(news)
     ids = {
         layer: top_specialized(pd.read_parquet(path), cfg.top_features, str(path))
@@ -123,6 +117,14 @@ def make_backtest(
     outs: dict[str, str],
 ) -> None:
     """Walk-forward model, strategy, metrics, tables and figures of one scenario."""
+    from saeflow.backtest import build_panel, run_backtest
+    from saeflow.backtest_plots import (
+        plot_drawdown,
+        plot_equity,
+        plot_placebo,
+        plot_rolling_sharpe,
+    )
+
     df = pd.read_parquet(features)
     columns = [c for c in df.columns if c.startswith(("L", "sent_"))]
     wide = price_matrix(pd.read_parquet(prices))
@@ -164,6 +166,8 @@ def make_backtest(
 
 def _with_labels(importance: pd.DataFrame, labels: str | None) -> pd.DataFrame:
     """Add layer, feature id and (when a labels table exists) its label."""
+    from saeflow.headline_features import parse_feature_column
+
     ids = [parse_feature_column(c) for c in importance["feature"]]
     out = importance.rename(columns={"feature": "column"}).assign(
         layer=pd.array([i.layer if i else None for i in ids], dtype="Int64"),

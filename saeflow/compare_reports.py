@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
-from saeflow.data import ActivationSource
-from saeflow.sae import TopKSAE
-from saeflow.train import evaluate
+if TYPE_CHECKING:
+    from saeflow.sae import TopKSAE
 
 
 def transfer_fvu(
@@ -29,6 +28,10 @@ def transfer_fvu(
 ) -> dict[str, Any]:
     """Held-out FVU of each SAE on each model's activations (same rows as training
     evaluation, so an SAE on its own model's activations gives its metrics.json FVU)."""
+    # torch-side imports stay here: the summary rule uses this module without torch.
+    from saeflow.data import ActivationSource
+    from saeflow.train import evaluate
+
     sources = {
         "base": ActivationSource(base_acts, holdout_fraction),
         "finetuned": ActivationSource(finetuned_acts, holdout_fraction),

@@ -1,4 +1,8 @@
-"""Entry points of the comparison rules: read inputs, call the library, write."""
+"""Entry points of the comparison rules: read inputs, call the library, write.
+
+Each stage imports its heavy libraries itself, so the summary and figure rules
+start without torch (see saeflow/stages.py).
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from saeflow.compare import choose_null, compare_layer
-from saeflow.compare_plots import (
-    plot_delta_distributions,
-    plot_overlap_by_layer,
-    plot_specialization_heatmap,
-    plot_specialization_scatter,
-)
-from saeflow.compare_reports import comparison_reports, transfer_fvu
+from saeflow.compare_reports import comparison_reports
 from saeflow.config import CompareConfig, ComparePlotConfig
 from saeflow.io import write_csv, write_json, write_parquet
-from saeflow.models import pick_device
-from saeflow.sae import TopKSAE
 
 log = logging.getLogger("saeflow")
 
@@ -38,6 +33,10 @@ def make_layer_comparison(
     outs: dict[str, str],
 ) -> None:
     """Match one layer's features (matches, lost, top table, layer summary)."""
+    from saeflow.compare import choose_null, compare_layer
+    from saeflow.device import pick_device
+    from saeflow.sae import TopKSAE
+
     dev = pick_device(device)
     base = TopKSAE.load(sae_base, dev)
     finetuned = TopKSAE.load(sae_finetuned, dev)
@@ -79,6 +78,10 @@ def make_transfer(
     out: str | Path,
 ) -> None:
     """Held-out FVU of both SAEs on both models' activations of one layer."""
+    from saeflow.compare_reports import transfer_fvu
+    from saeflow.device import pick_device
+    from saeflow.sae import TopKSAE
+
     dev = pick_device(device)
     result = transfer_fvu(
         TopKSAE.load(sae_base, dev),
@@ -133,6 +136,13 @@ def make_comparison_figures(
     outs: dict[str, str],
 ) -> None:
     """The four comparison figures."""
+    from saeflow.compare_plots import (
+        plot_delta_distributions,
+        plot_overlap_by_layer,
+        plot_specialization_heatmap,
+        plot_specialization_scatter,
+    )
+
     table = pd.read_csv(overlap)
     by_layer = {layer: pd.read_parquet(p) for layer, p in matches.items()}
     synthetic = _read_json(summary)["domain_corpus_synthetic_fraction"] > 0

@@ -445,8 +445,9 @@ def make_examples(
     out: str | Path,
 ) -> None:
     """Rule collect_feature_examples: examples of every feature of one SAE."""
+    from saeflow.device import pick_device
     from saeflow.io import write_parquet
-    from saeflow.models import load_tokenizer, pick_device
+    from saeflow.models import load_tokenizer
 
     sae = TopKSAE.load(sae_dir, pick_device(device))
     corpora = [open_corpus(name, path) for name, path in acts.items()]

@@ -18,7 +18,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from saeflow.models import load_tokenizer, resolve_model_ref
 from saeflow.sae import TopKSAE
@@ -67,6 +66,10 @@ def headline_features(
 
     saes: layer → SAE folder; feature_ids: layer → kept feature ids.
     """
+    # The modeling code takes seconds to import; the backtest rule only needs
+    # parse_feature_column from this module.
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
     path = resolve_model_ref(model_ref)
     config = AutoConfig.from_pretrained(path)
     if sentiment and not any(

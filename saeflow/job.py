@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from saeflow.config import untracked
 from saeflow.provenance import describe_inputs, job_record, now, write_records
 
@@ -38,7 +36,11 @@ def setup_logging(log_path: str | Path | None, threads: int | None = None) -> No
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if threads:
-        torch.set_num_threads(threads)
+        # Light jobs never import torch (seconds of start-up each); for the others
+        # the thread count is set whether torch came in before this call or after.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 class _Job:

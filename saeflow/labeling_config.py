@@ -91,6 +91,20 @@ class LabelerConfig(_FromDict):
     device: str = "auto"
     """transformers: where the model runs (auto, cpu, cuda)."""
 
+    @property
+    def is_gguf(self) -> bool:
+        """A local GGUF model: converted once by the prepare_labeler rule."""
+        return self.kind == "transformers" and bool(self.gguf_file or self.gguf_parts)
+
+    def weights(self) -> dict:
+        """The fields that pick the labeler's weights (what a conversion depends on)."""
+        return {
+            "model": self.model,
+            "gguf_file": self.gguf_file,
+            "gguf_parts": self.gguf_parts,
+            "gguf_sha256": self.gguf_sha256,
+        }
+
     def __post_init__(self) -> None:
         if self.gguf_parts and not self.gguf_sha256:
             raise ConfigError("labels.labeler.gguf_sha256 is required with gguf_parts")

@@ -474,6 +474,7 @@ def make_labels(
     clean_out: str | Path,
     detailed_out: str | Path,
     summary_out: str | Path,
+    prepared_model: str | Path | None = None,
 ) -> None:
     """Rule label_features: choose, label and score features; write the tables."""
     from saeflow.examples import load_examples
@@ -488,7 +489,7 @@ def make_labels(
         if _is(chosen, key).any()
     }
     cache_dir = Path(cache_dir)
-    labeler = make_labeler(cfg.labeler, cache_dir / "models")
+    labeler = make_labeler(cfg.labeler, cache_dir / "models", prepared_model)
     cache = AnswerCache(cache_dir / "answers")
     t0 = time.perf_counter()
     df = label_features(chosen, ex, labeler, cache, templates, cfg)

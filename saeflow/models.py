@@ -16,12 +16,14 @@ import importlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer
 
 from saeflow.io import sha256_file
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,11 @@ def load_encoder(
     A sequence-classification checkpoint made by the finetune rule loads as its
     bare encoder, so base and fine-tuned models expose the same hidden states.
     """
+    # Imported here: the modeling code costs seconds to import, and most jobs
+    # that resolve references or load tokenizers never build a model.
+    import torch
+    from transformers import AutoModel
+
     path = resolve_model_ref(ref)
     try:
         model = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype))
@@ -126,12 +133,3 @@ def weights_hash(ref: str) -> str:
         h.update(f.relative_to(path).as_posix().encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
-
-
-def pick_device(device: str) -> str:
-    """`auto` → cuda when available, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device=cuda but no CUDA device is visible")
-    return device

@@ -25,9 +25,9 @@ import pandas as pd
 
 from saeflow.config import SAEConfig
 from saeflow.data import ActivationSource
+from saeflow.device import pick_device
 from saeflow.distributed import DataParallel
 from saeflow.io import write_json
-from saeflow.models import pick_device
 from saeflow.plots import plot_training_curve
 from saeflow.train import Trainer, TrainingRun, _init_rng, write_curve
 

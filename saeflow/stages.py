@@ -1,7 +1,9 @@
 """One entry point per workflow rule: read inputs, call the library, write outputs.
 
 Rule scripts unpack Snakemake's objects and call exactly one of these, so every
-stage can also be run (and tested) without Snakemake.
+stage can also be run (and tested) without Snakemake. Each stage imports its heavy
+libraries itself: torch and transformers take seconds to import on a small
+machine, and the light stages (ranking, summaries) should not pay for them.
 """
 
 from __future__ import annotations
@@ -11,27 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from saeflow.activations import cache_activations
 from saeflow.config import (
     ActivationConfig,
     CorpusConfig,
     FeatureConfig,
     FinetuneConfig,
 )
-from saeflow.corpus import build_corpus, write_corpus
-from saeflow.finetune import finetune
 from saeflow.io import sha256_file, write_csv, write_json, write_parquet
-from saeflow.models import pick_device
-from saeflow.plots import plot_specialization_by_layer
-from saeflow.sae import TopKSAE
 from saeflow.specialization import layer_reports, specialization_table, top_features
-from saeflow.stats import feature_stats_of_file
 
 log = logging.getLogger("saeflow")
 
 
 def make_corpus(cfg: CorpusConfig, seed: int, out: str | Path) -> None:
     """Build one corpus and write it as Parquet; counts go to the log."""
+    from saeflow.corpus import build_corpus, write_corpus
+
     df, report = build_corpus(cfg, seed)
     log.info("corpus %s: %s", out, report._asdict())
     write_corpus(df, out)
@@ -46,6 +43,8 @@ def make_finetuned(
     metrics: str | Path,
 ) -> None:
     """Fine-tune the base model on the domain corpus' labels."""
+    from saeflow.finetune import finetune
+
     df = pd.read_parquet(corpus)
     result = finetune(base_ref, df, cfg, seed, out_dir)
     write_json(
@@ -69,6 +68,9 @@ def make_activations(
     model_dtype: str,
 ) -> None:
     """Cache activations of one model on one corpus for every configured layer."""
+    from saeflow.activations import cache_activations
+    from saeflow.device import pick_device
+
     df = pd.read_parquet(corpus, columns=["doc_id", "text"])
     result = cache_activations(
         model_ref,
@@ -90,6 +92,10 @@ def make_feature_stats(
     sae_dir: str | Path, acts: str | Path, batch_size: int, device: str, out: str | Path
 ) -> None:
     """Per-feature statistics of one SAE on one corpus."""
+    from saeflow.device import pick_device
+    from saeflow.sae import TopKSAE
+    from saeflow.stats import feature_stats_of_file
+
     sae = TopKSAE.load(sae_dir, pick_device(device))
     write_parquet(feature_stats_of_file(sae, acts, batch_size), out)
 
@@ -118,6 +124,8 @@ def make_model_summary(
     outs: dict[str, str],
 ) -> None:
     """Cross-layer reports and figure for one model."""
+    from saeflow.plots import plot_specialization_by_layer
+
     per_layer = {layer: pd.read_csv(path) for layer, path in layer_csvs.items()}
     synthetic = float(
         pd.read_parquet(corpus, columns=["synthetic"])["synthetic"].mean()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from saeflow.config import ConfigError, _FromDict
 from saeflow.data import iter_rows
+from saeflow.device import pick_device
 from saeflow.examples import EXAMPLE_COLUMNS
 from saeflow.io import atomic_path, write_json, write_parquet
-from saeflow.models import pick_device
 from saeflow.sae import TopKSAE
 
 log = logging.getLogger(__name__)
@@ -46,27 +44,6 @@ METRICS = {
     "label_score": "label score",
 }
 SCORE_COLUMNS = ("score", "label_score", "detection_score", "fuzzing_score")
-
-
-@dataclass(frozen=True)
-class ViewerConfig(_FromDict):
-    """What the viewer's data holds (the `viewer` block of config.yaml)."""
-
-    activate: bool = True
-    """Build the viewer's data in `rule all`."""
-    hist_bins: int = 24
-    """Bins of each feature's activation histogram."""
-    headline_top_features: int = 10
-    """Top features kept per headline (the chips; 'show all' shows these)."""
-    batch_size: int = 4096
-    """Tokens encoded at once while computing histograms and headline features."""
-    examples_row_group: int = 2048
-    """Rows per Parquet row group of the sorted examples (smaller: faster lookups)."""
-
-    def __post_init__(self) -> None:
-        for name in ("hist_bins", "headline_top_features", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"viewer.{name} must be >= 1")
 
 
 @torch.no_grad()

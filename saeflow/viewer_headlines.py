@@ -22,9 +22,10 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from saeflow.config import FinetuneConfig
+from saeflow.device import pick_device
 from saeflow.finetune import split_labelled
 from saeflow.io import write_parquet
-from saeflow.models import load_tokenizer, pick_device, resolve_model_ref
+from saeflow.models import load_tokenizer, resolve_model_ref
 from saeflow.sae import TopKSAE
 
 log = logging.getLogger(__name__)

