@@ -192,6 +192,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dead-after", type=int, default=SAEConfig.dead_after_tokens)
     p.add_argument("--warmup", type=int, default=SAEConfig.warmup_steps)
+    p.add_argument("--aux-coef", type=float, default=SAEConfig.aux_coef)
+    p.add_argument("--aux-k", type=int, default=SAEConfig.aux_k, help="default D / 2")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (1.0 if args.data == "synthetic" else 4.0)
@@ -203,6 +205,8 @@ def main() -> None:
         checkpoint_every=0,
         dead_after_tokens=args.dead_after,
         warmup_steps=args.warmup,
+        aux_coef=args.aux_coef,
+        aux_k=args.aux_k,
     )
     if args.data == "synthetic":
         with tempfile.TemporaryDirectory() as tmp:

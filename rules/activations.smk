@@ -12,7 +12,7 @@ rule cache_activations:
         "logs/activations/{model}/{corpus}.log",
     benchmark:
         "benchmarks/activations/{model}/{corpus}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     params:

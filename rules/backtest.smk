@@ -45,7 +45,7 @@ rule compute_headline_features:
         "logs/backtest/{scenario}/features.log",
     benchmark:
         "benchmarks/backtest/{scenario}/features.tsv"
-    threads: 2
+    threads: 1
     params:
         model_ref=model_ref("finetuned"),
         layers=BACKTEST_LAYERS,

@@ -10,7 +10,7 @@ rule finetune_model:
         "benchmarks/models/finetune_model.tsv"
     # On the critical path: everything about the fine-tuned model waits for it.
     priority: 10
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
     params:

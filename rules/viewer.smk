@@ -43,7 +43,7 @@ rule build_viewer_headlines:
         ),
     log:
         "logs/viewer/headlines.log",
-    threads: 2
+    threads: 1
     params:
         ref=model_ref("finetuned"),
         finetune=(
