@@ -193,9 +193,12 @@ class TopKSAE(nn.Module):
     ) -> torch.Tensor:
         dead_ids = dead.nonzero().squeeze(1)
         k = min(aux_k, len(dead_ids))
-        vals, j = topk_encode(
-            xs - self.b_dec, self.W_enc[dead_ids], self.b_enc[dead_ids], k
-        )
+        # Softplus, not the ReLU of the main path: a latent goes dead because its
+        # pre-activation is negative on every token, where a ReLU passes no gradient
+        # and the latent could never come back. Dense over the dead latents only.
+        pre = F.linear(xs - self.b_dec, self.W_enc[dead_ids], self.b_enc[dead_ids])
+        top, j = pre.topk(k, dim=1, sorted=False)
+        vals = F.softplus(top)
         resid = (xs - rs).detach()
         aux_recon = sparse_decode(
             vals, j, self.W_dec[dead_ids], torch.zeros_like(self.b_dec)

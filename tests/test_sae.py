@@ -99,6 +99,21 @@ def test_aux_loss_trains_only_through_dead_latents():
     assert sae.W_enc.grad[:10].abs().sum() > 0
 
 
+def test_aux_loss_reaches_latents_that_never_fire():
+    """A dead latent's pre-activation is negative on every token; AuxK must still
+    give its encoder row a gradient, or it can never come back."""
+    sae, x = make_sae(), data()
+    with torch.no_grad():
+        sae.b_enc[:10] = -20.0
+    dead = torch.zeros(SHAPE.n_latents, dtype=torch.bool)
+    dead[:10] = True
+
+    sae(x, dead, aux_k=4).aux_loss.backward()
+
+    assert (sae.W_enc.grad[:10].abs().sum(1) > 0).all()
+    assert (sae.b_enc.grad[:10] != 0).all()
+
+
 def test_constrained_steps_keep_decoder_rows_unit_norm():
     torch.manual_seed(0)
     sae, x = make_sae(), data()
