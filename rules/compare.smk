@@ -37,6 +37,8 @@ rule match_features:
         "logs/compare/layer_{layer}/match_features.log",
     benchmark:
         "benchmarks/compare/layer_{layer}/match_features.tsv"
+    # Labels wait for these; labeling is the longest job near the end of a run.
+    priority: 5
     threads: 1
     resources:
         mem_mb=4000,

@@ -64,6 +64,8 @@ rule label_features:
         "logs/labels/label_features.log",
     benchmark:
         "benchmarks/labels/label_features.tsv"
+    # The viewer and the backtest wait for it.
+    priority: 5
     threads: 1
     resources:
         mem_mb=4000,

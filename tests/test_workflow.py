@@ -94,7 +94,10 @@ def test_hub_configs_build_their_dag(tmp_path, name):
 def test_default_config_builds_its_dag(tmp_path):
     result = snakemake(tmp_path, "-n", config=ROOT / "config.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert planned_jobs(result)["train_sae"] == 6
+    jobs = planned_jobs(result)
+    assert jobs["train_sae"] == 6
+    # The default labeler is a GGUF: converted once, by its own job.
+    assert jobs["prepare_labeler"] == 1
 
 
 def test_snakefmt_clean():
