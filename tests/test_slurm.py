@@ -7,6 +7,7 @@ checks on what the scheduler saw. Skipped, loudly, when the packages are absent
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -19,6 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from conftest import ROOT, SNAKEMAKE, TINY, edited_config
@@ -61,6 +63,17 @@ def terminate(proc: subprocess.Popen, grace: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def kill_leftovers(marker: str) -> None:
+    """SIGKILL every process (but this one) whose command line mentions `marker`.
+
+    A cancelled job's Python can outlive its step: it ran on for minutes after
+    one CI run had finished. Nothing a test started may keep running."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 class SlurmCluster:
@@ -378,3 +391,5 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
         # so; the test only needs both gone.
         terminate(rerun, grace=60)
         cluster.run(["scancel", "--user", getpass.getuser()])
+        time.sleep(5)  # KillWait=2: SLURM's own kill comes first
+        kill_leftovers(str(work))
