@@ -20,6 +20,10 @@ and scored on the same held-out tokens:
   decoder renormalised before each step, b_dec set to the first batch's mean, no
   AuxK), if ``eai-sparsify`` is installed (a benchmark-only dependency).
 
+Each line gives the held-out FVU; "dead", the latents of the trained SAE that
+fire on none of the training tokens; and "never fired on held-out", those silent
+on every held-out token (higher: the held-out tail lacks some training topics).
+
     python bench/sae_quality.py synthetic --tokens 200000 --expansion 32
     python bench/sae_quality.py caches --root results --epochs 4
 """
@@ -38,7 +42,7 @@ import torch
 
 from saeflow.config import SAEConfig
 from saeflow.data import ActivationSource
-from saeflow.train import Trainer, TrainingRun, _epoch_rng, evaluate
+from saeflow.train import Trainer, TrainingRun, _epoch_rng, dead_fraction, evaluate
 
 
 def synthetic_cache(path: Path, n: int, d: int, n_dirs: int, k: int, seed: int) -> None:
@@ -68,7 +72,8 @@ def run_ours(source: ActivationSource, cfg: SAEConfig, reference: bool) -> dict:
     os.environ["SAEFLOW_DISABLE_TRITON"] = "0"
     return {
         "fvu": result.eval.fvu,
-        "dead": result.eval.never_fired_fraction,
+        "never_fired": result.eval.never_fired_fraction,
+        "dead": result.dead_fraction,
         "tokens_per_s": result.tokens_per_s,
     }
 
@@ -109,10 +114,20 @@ def run_sparsify(source: ActivationSource, cfg: SAEConfig) -> dict | None:
             step += 1
         epoch += 1
     opt.eval()
-    ev = evaluate(_SparsifyAdapter(sae), source, cfg.batch_size * 4)
+    adapter = _SparsifyAdapter(sae)
+    ev = evaluate(adapter, source, cfg.batch_size * 4)
+    dead = dead_fraction(
+        adapter,
+        source,
+        cfg.batch_size * 4,
+        cfg.dead_eval_tokens,
+        _epoch_rng(0, 0),
+        cfg.shuffle_chunks,
+    )
     return {
         "fvu": ev.fvu,
-        "dead": ev.never_fired_fraction,
+        "never_fired": ev.never_fired_fraction,
+        "dead": dead,
         "tokens_per_s": steps * cfg.batch_size / seconds,
     }
 
@@ -156,7 +171,8 @@ def compare(label: str, source: ActivationSource, cfg: SAEConfig, methods) -> No
             continue
         results[name] = r
         print(
-            f"  {name:10s} FVU {r['fvu']:.4f}  never-fired {r['dead']:.3%}  "
+            f"  {name:10s} FVU {r['fvu']:.4f}  dead {r['dead']:.2%}  "
+            f"never fired on held-out {r['never_fired']:.2%}  "
             f"{r['tokens_per_s']:,.0f} tokens/s",
             flush=True,
         )

@@ -195,6 +195,9 @@ class SAEConfig(_FromDict):
     """Weight of the AuxK loss."""
     dead_after_tokens: int = 20_000
     """A latent that has not fired for this many tokens counts as dead for AuxK."""
+    dead_eval_tokens: int = 10_000_000
+    """After training, a latent that fires on none of this many training tokens (all
+    of them if fewer) is reported dead; 10 M is Gao et al. 2024's window."""
     holdout_fraction: float = 0.1
     """Tail of each activation file held out for FVU."""
     shuffle_chunks: int = 8

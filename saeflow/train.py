@@ -34,7 +34,7 @@ from saeflow.data import ActivationSource
 from saeflow.distributed import DataParallel
 from saeflow.io import atomic_path
 from saeflow.optim import SignScheduleFree
-from saeflow.sae import SAEShape, TopKSAE
+from saeflow.sae import EncoderOutput, SAEShape, TopKSAE
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,11 @@ class TrainResult(NamedTuple):
     eval: EvalResult
     """Held-out quality."""
     dead_fraction: float
-    """Latents not fired in the last `dead_after_tokens` training tokens."""
+    """Latents of the saved SAE that fire on none of the training tokens (up to
+    `dead_eval_tokens` of them): dead by the usual definition."""
+    dead_at_end_fraction: float
+    """Latents the training iterate had not fired for the last `dead_after_tokens`
+    tokens when training stopped (what AuxK was treating as dead)."""
     tokens_seen: int
     """Training tokens processed."""
     steps: int
@@ -365,7 +369,15 @@ class TrainingRun:
             # Every rank evaluates (cheap, keeps ranks in step); rank 0 writes.
             results[name] = TrainResult(
                 eval=evaluate(t.sae, self.source, self.cfg.batch_size * 4),
-                dead_fraction=t.dead_mask().float().mean().item(),
+                dead_fraction=dead_fraction(
+                    t.sae,
+                    self.source,
+                    self.cfg.batch_size * 4,
+                    self.cfg.dead_eval_tokens,
+                    _epoch_rng(self.seed, 0),
+                    self.cfg.shuffle_chunks,
+                ),
+                dead_at_end_fraction=t.dead_mask().float().mean().item(),
                 tokens_seen=tokens_seen,
                 steps=self.steps_total,
                 tokens_per_s=tokens_seen / max(self.seconds, 1e-9),
@@ -405,9 +417,7 @@ def evaluate(sae: TopKSAE, source: ActivationSource, batch_size: int) -> EvalRes
         sum_x = sum_x + xs.sum(0)
         sum_sq += xs.pow(2).sum().item()
         n += len(x)
-        active = code.vals > 0
-        l0_total += active.sum().item()
-        fired[code.idx[active]] = True
+        l0_total += _mark_fired(fired, code)
     total_var = sum_sq - (sum_x.pow(2).sum() / n).item()
     return EvalResult(
         fvu=sq_err / total_var,
@@ -415,6 +425,42 @@ def evaluate(sae: TopKSAE, source: ActivationSource, batch_size: int) -> EvalRes
         never_fired_fraction=1.0 - fired.float().mean().item(),
         n_tokens=n,
     )
+
+
+@torch.no_grad()
+def dead_fraction(
+    sae: TopKSAE,
+    source: ActivationSource,
+    batch_size: int,
+    max_tokens: int,
+    rng: np.random.Generator,
+    pool_chunks: int = 8,
+) -> float:
+    """Fraction of latents that fire on none of up to `max_tokens` shuffled
+    training tokens (one epoch's batches: the last partial batch is left out).
+
+    The held-out never-fired fraction overstates death: held-out text is a
+    contiguous tail, so a latent for a topic that only occurs earlier never fires
+    there (docs/performance.md). Gao et al. 2024 call a latent dead after 10 M
+    tokens without firing.
+    """
+    device = sae.W_dec.device
+    fired = torch.zeros(sae.shape.n_latents, dtype=torch.bool, device=device)
+    n = 0
+    for x in source.train_batches(batch_size, rng, pool_chunks):
+        x = x[: max_tokens - n]
+        _mark_fired(fired, sae.encode(x.to(device)))
+        n += len(x)
+        if n >= max_tokens:
+            break
+    return 1.0 - fired.float().mean().item()
+
+
+def _mark_fired(fired: torch.Tensor, code: EncoderOutput) -> int:
+    """Set `fired` for the code's active latents; return how many entries were."""
+    active = code.vals > 0
+    fired[code.idx[active]] = True
+    return int(active.sum().item())
 
 
 def write_curve(rows: list[dict[str, float]], path: str | Path) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from saeflow.config import SAEConfig
 from saeflow.data import ActivationSource
-from saeflow.train import CURVE_FIELDS, Trainer, evaluate
+from saeflow.train import CURVE_FIELDS, Trainer, dead_fraction, evaluate
 
 D, N_DIRECTIONS, K = 32, 64, 4
 
@@ -104,3 +104,25 @@ def test_evaluate_matches_direct_computation(acts_path):
     assert result.l0 == pytest.approx((code.vals > 0).sum(1).float().mean().item())
     assert result.never_fired_fraction == pytest.approx(1 - fired.float().mean().item())
     assert result.n_tokens == len(x)
+
+
+def test_dead_fraction_counts_latents_silent_on_every_training_token(acts_path):
+    source = ActivationSource([acts_path], holdout_fraction=0.1)
+    sae = Trainer(source, config(), seed=0, device="cpu").sae
+    with torch.no_grad():
+        sae.b_enc[:10] = -1e4  # these can never fire
+    with h5py.File(acts_path) as f:
+        x = torch.from_numpy(f["acts"][: source.n_train])
+    with torch.no_grad():
+        code = sae.encode(x)
+    fired = torch.zeros(sae.shape.n_latents, dtype=torch.bool)
+    fired[code.idx[code.vals > 0]] = True
+    rng = np.random.default_rng(0)
+
+    everything = dead_fraction(sae, source, 300, 10**9, rng, pool_chunks=4)
+    one_token = dead_fraction(sae, source, 300, 1, rng, pool_chunks=4)
+
+    assert source.n_train % 300 == 0  # no partial batch left out
+    assert everything == pytest.approx(1 - fired.float().mean().item())
+    assert everything >= 10 / sae.shape.n_latents
+    assert one_token == pytest.approx(1 - K / sae.shape.n_latents)
