@@ -51,7 +51,7 @@ def plot_specialization_by_layer(
 
 
 def plot_training_curve(curve: pd.DataFrame, title: str, path: str | Path) -> None:
-    """FVU and dead fraction against training tokens."""
+    """FVU and the fraction of latents AuxK treats as dead against training tokens."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(curve["tokens"], curve["fvu"], label="train FVU")
     ax.set(
@@ -66,8 +66,8 @@ def plot_training_curve(curve: pd.DataFrame, title: str, path: str | Path) -> No
         curve["dead_fraction"],
         color="#c53030",
         ls="--",
-        label="dead fraction",
+        label="silent for dead_after_tokens (AuxK)",
     )
-    ax2.set(ylabel="dead fraction", ylim=(0, 1))
+    ax2.set(ylabel="fraction of latents", ylim=(0, 1))
     fig.legend(loc="upper right")
     save_figure(fig, path)
