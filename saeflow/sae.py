@@ -35,6 +35,10 @@ from saeflow.io import atomic_path
 SAEKind = Literal["topk", "batchtopk", "relu"]
 BATCHTOPK_CAP = 4
 """batchtopk: at most this many times k latents per token."""
+AUX_DENSE_FACTOR = 4
+"""AuxK decodes with one dense matmul over the dead latents while there are at
+most this many times aux_k of them: on the CPU that beats gathering aux_k decoder
+rows per token up to ~4× (docs/performance.md)."""
 THRESHOLD_MOMENTUM = 0.99
 """batchtopk: weight of the old value in the running inference threshold."""
 
@@ -200,9 +204,11 @@ class TopKSAE(nn.Module):
         top, j = pre.topk(k, dim=1, sorted=False)
         vals = F.softplus(top)
         resid = (xs - rs).detach()
-        aux_recon = sparse_decode(
-            vals, j, self.W_dec[dead_ids], torch.zeros_like(self.b_dec)
-        )
+        w_dead = self.W_dec[dead_ids]
+        if len(dead_ids) <= AUX_DENSE_FACTOR * k:
+            aux_recon = torch.zeros_like(pre).scatter(1, j, vals) @ w_dead
+        else:
+            aux_recon = sparse_decode(vals, j, w_dead, torch.zeros_like(self.b_dec))
         return (resid - aux_recon).pow(2).sum() / _total_var(resid, reduce)
 
     @torch.no_grad()

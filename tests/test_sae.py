@@ -114,6 +114,27 @@ def test_aux_loss_reaches_latents_that_never_fire():
     assert (sae.b_enc.grad[:10] != 0).all()
 
 
+def test_aux_loss_dense_and_sparse_decodes_agree(monkeypatch):
+    """Few dead latents decode AuxK with a dense matmul, many with sparse_decode:
+    same loss, same gradients."""
+    x = data()
+    dead = torch.zeros(SHAPE.n_latents, dtype=torch.bool)
+    dead[::2] = True  # 20 dead, aux_k 4: dense at factor 5, sparse at factor 4
+
+    def loss_and_grads(factor: int) -> list[torch.Tensor]:
+        monkeypatch.setattr("saeflow.sae.AUX_DENSE_FACTOR", factor)
+        sae = make_sae()
+        aux = sae(x, dead, aux_k=4).aux_loss
+        aux.backward()
+        return [aux.detach()] + [p.grad for p in (sae.W_enc, sae.b_enc, sae.W_dec)]
+
+    dense, sparse = loss_and_grads(5), loss_and_grads(4)
+
+    assert dense[0] > 0
+    for a, b in zip(dense, sparse, strict=True):
+        assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_constrained_steps_keep_decoder_rows_unit_norm():
     torch.manual_seed(0)
     sae, x = make_sae(), data()
