@@ -37,8 +37,8 @@ BATCHTOPK_CAP = 4
 """batchtopk: at most this many times k latents per token."""
 AUX_DENSE_FACTOR = 4
 """AuxK decodes with one dense matmul over the dead latents while there are at
-most this many times aux_k of them: on the CPU that beats gathering aux_k decoder
-rows per token up to ~4× (docs/performance.md)."""
+most this many times aux_k of them; beyond, gathering aux_k decoder rows per
+token is faster (crossover 3–6 × aux_k on the CPU, docs/performance.md)."""
 THRESHOLD_MOMENTUM = 0.99
 """batchtopk: weight of the old value in the running inference threshold."""
 
@@ -206,7 +206,8 @@ class TopKSAE(nn.Module):
         resid = (xs - rs).detach()
         w_dead = self.W_dec[dead_ids]
         if len(dead_ids) <= AUX_DENSE_FACTOR * k:
-            aux_recon = torch.zeros_like(pre).scatter(1, j, vals) @ w_dead
+            # vals' dtype, not pre's: CUDA autocast runs softplus in fp32 on bf16.
+            aux_recon = vals.new_zeros(pre.shape).scatter(1, j, vals) @ w_dead
         else:
             aux_recon = sparse_decode(vals, j, w_dead, torch.zeros_like(self.b_dec))
         return (resid - aux_recon).pow(2).sum() / _total_var(resid, reduce)
