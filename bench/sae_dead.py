@@ -45,7 +45,10 @@ def report(root: Path, model: str, layer: int, holdout_fraction: float) -> None:
         [folder / "domain.h5", folder / "general.h5"], holdout_fraction
     )
     sae = TopKSAE.load(root / "sae" / model / f"layer_{layer}" / "sae")
-    train = fire_counts(sae, source.train_batches(4096, np.random.default_rng(0), 8))
+    train = fire_counts(
+        sae,
+        source.train_batches(4096, np.random.default_rng(0), SAEConfig.shuffle_chunks),
+    )
     held = fire_counts(sae, source.holdout_batches(4096))
     silent = held == 0
     expected = torch.exp(-train * source.n_holdout / source.n_train).mean().item()

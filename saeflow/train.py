@@ -434,7 +434,7 @@ def dead_fraction(
     batch_size: int,
     max_tokens: int,
     rng: np.random.Generator,
-    pool_chunks: int = 8,
+    pool_chunks: int,
 ) -> float:
     """Fraction of latents that fire on none of up to `max_tokens` shuffled
     training tokens (one epoch's batches: the last partial batch is left out).
