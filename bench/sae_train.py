@@ -14,7 +14,8 @@ Also printed: the fp32 matmul rate (4096^2) measured in the same run, and the
 fraction of each step the unavoidable encoder FLOPs (2 * N * D * M) would take
 at that rate. On CPU the implementations run interleaved, one step each per
 round, and the median of the rounds is reported (the machine is shared); on
-CUDA each is timed with ``triton.testing.do_bench``.
+CUDA each is timed with ``triton.testing.do_bench`` and its peak memory beyond
+what was allocated before the step is printed too.
 
     python bench/sae_train.py --steps 10
 """
@@ -149,6 +150,19 @@ def time_cuda(steps: dict[str, Step], rounds: int) -> dict[str, float]:
     }
 
 
+def peak_memory_cuda(steps: dict[str, Step]) -> dict[str, int]:
+    """Bytes each step allocates at its peak beyond what was live before it."""
+    peaks = {}
+    for name, step in steps.items():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        live = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peaks[name] = torch.cuda.max_memory_allocated() - live
+    return peaks
+
+
 def bench_shape(s: Shape, device: torch.device, rounds: int) -> None:
     print(f"N={s.N} D={s.D} M={s.M} k={s.k} on {device}")
     x = torch.randn(s.N, s.D, generator=torch.Generator().manual_seed(1)).to(device)
@@ -163,6 +177,7 @@ def bench_shape(s: Shape, device: torch.device, rounds: int) -> None:
     steps["fp32 matmul 4096^2"] = matmul
     timer = time_cuda if device.type == "cuda" else time_cpu
     seconds = timer(steps, rounds)
+    peaks = peak_memory_cuda(steps) if device.type == "cuda" else {}
     gflops = matmul_flops / seconds.pop("fp32 matmul 4096^2") / 1e9
     print(f"  fp32 matmul: {gflops:.0f} GFLOP/s")
     floor_s = s.floor_flops / (gflops * 1e9)
@@ -170,6 +185,7 @@ def bench_shape(s: Shape, device: torch.device, rounds: int) -> None:
         print(
             f"  {name:22s} {s.N / sec:9.0f} tokens/s  step {sec * 1e3:7.1f} ms  "
             f"floor fraction {floor_s / sec:5.1%}"
+            + (f"  peak +{peaks[name] / 2**20:.0f} MiB" if peaks else "")
         )
     if "sparsify" in seconds:
         print(f"  ours / sparsify: {seconds['sparsify'] / seconds[ours]:.2f}x")

@@ -149,6 +149,12 @@ def topk_encode_fwd_triton(
         # Same fp32 rounding as F.linear under torch's global TF32 switch, so
         # both pick the same latents.
         DOT_PRECISION="tf32" if tf32 else "ieee",
+        # Wide top-k lists need the registers of 8 warps. ptxas for sm_90 at
+        # k=192, D=768 (python -m kernels.compile_check): with 4 warps fp32
+        # spills 692 bytes per thread and bf16 takes all 255 registers; with 8,
+        # fp32 spills 24 bytes and bf16 needs 214 registers. Chosen on those
+        # figures: no GPU was at hand to time it.
+        num_warps=8 if KP >= 128 else 4,
     )
     # Each split's list is sorted already; merging needs one small top-k.
     keys = keys[:, 0, :k] if splits == 1 else keys.view(N, -1).topk(k, dim=1).values
