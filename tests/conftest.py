@@ -8,7 +8,9 @@ defines a `@triton.jit` kernel, hence at the very top.
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"
+# TRITON_INTERPRET=0 on a GPU machine runs the compiled kernels instead
+# (tests/test_kernels.py's CUDA test; the interpreter-only ones skip).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

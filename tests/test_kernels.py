@@ -6,6 +6,7 @@ inputs. Shapes are awkward on purpose: D not a power of two, M not a multiple
 of any block, odd N, k = 1, repeated latents in a decode row.
 """
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -32,7 +33,14 @@ TOL = {
 }
 DTYPES = list(TOL)
 DTYPE_IDS = ["fp32", "fp16", "bf16"]
-cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+interpreted_only = pytest.mark.skipif(
+    not INTERPRETED, reason="Triton on CPU tensors needs TRITON_INTERPRET=1"
+)
+cuda_only = pytest.mark.skipif(
+    not torch.cuda.is_available() or INTERPRETED,
+    reason="needs CUDA and TRITON_INTERPRET=0 (compiled kernels, not the interpreter)",
+)
 
 
 def _leaf(t):
@@ -100,7 +108,11 @@ def _encode_inputs(N, D, M, k, dtype, device="cpu", seed=0, bias=0.0):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(
-    "impl", [sparse_decode_triton, sparse_decode_cpu], ids=["triton", "cpu"]
+    "impl",
+    [
+        pytest.param(sparse_decode_triton, id="triton", marks=interpreted_only),
+        pytest.param(sparse_decode_cpu, id="cpu"),
+    ],
 )
 def test_sparse_decode_matches_reference(impl, shape, dtype):
     inputs, upstream = _decode_inputs(*shape, dtype)
@@ -110,7 +122,11 @@ def test_sparse_decode_matches_reference(impl, shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(
-    "impl", [topk_encode_triton, topk_encode_cpu], ids=["triton", "cpu"]
+    "impl",
+    [
+        pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
+        pytest.param(topk_encode_cpu, id="cpu"),
+    ],
 )
 def test_topk_encode_matches_reference(impl, shape, dtype):
     if impl is topk_encode_triton and dtype == torch.bfloat16:
@@ -122,7 +138,11 @@ def test_topk_encode_matches_reference(impl, shape, dtype):
 
 
 @pytest.mark.parametrize(
-    "impl", [topk_encode_triton, topk_encode_cpu], ids=["triton", "cpu"]
+    "impl",
+    [
+        pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
+        pytest.param(topk_encode_cpu, id="cpu"),
+    ],
 )
 def test_topk_encode_rows_with_few_positives(impl):
     """Mostly negative pre-activations: zeros come out, with zero gradient."""
@@ -138,6 +158,7 @@ def test_topk_encode_rows_with_few_positives(impl):
         torch.testing.assert_close(got, want, **TOL[torch.float32])
 
 
+@interpreted_only
 def test_topk_encode_triton_merges_splits_of_m():
     (x, W, b, k), _ = _encode_inputs(5, 24, 300, 6, torch.float32)
     vals, idx = topk_encode_fwd_triton(x, W, b, k, splits=3)
@@ -201,8 +222,15 @@ def test_dispatch_picks_by_device_and_env(monkeypatch):
 
 @pytest.mark.parametrize(
     "encode,decode",
-    [(topk_encode_triton, sparse_decode_triton), (topk_encode_cpu, sparse_decode_cpu)],
-    ids=["triton", "cpu"],
+    [
+        pytest.param(
+            topk_encode_triton,
+            sparse_decode_triton,
+            id="triton",
+            marks=interpreted_only,
+        ),
+        pytest.param(topk_encode_cpu, sparse_decode_cpu, id="cpu"),
+    ],
 )
 def test_non_contiguous_inputs(encode, decode):
     """Views (here: transposed storage) are accepted and give the same answer."""
