@@ -151,9 +151,6 @@ _PTXAS = re.compile(
 def _compile(jit_fn, spec: str, capability: int) -> tuple[int, int, int, int, float]:
     """Compile one recorded specialisation: (warps, registers, spill bytes, shared
     bytes, seconds)."""
-    from triton import knobs
-
-    knobs.nvidia.dump_ptxas_log = True
     out = io.StringIO()
     start = time.perf_counter()
     with _targeting(capability), contextlib.redirect_stdout(out):
@@ -176,9 +173,15 @@ def check(
 
     results = []
     figures: dict[str, tuple[int, int, int, int, float]] = {}  # by specialisation
-    # A fresh cache: a cached cubin would skip ptxas and its report.
-    with tempfile.TemporaryDirectory() as cache:
+    # A fresh cache: a cached cubin would skip ptxas and its report. Both knob
+    # groups are restored on the way out.
+    with (
+        knobs.cache.scope(),
+        knobs.nvidia.scope(),
+        tempfile.TemporaryDirectory() as cache,
+    ):
         knobs.cache.dir = cache
+        knobs.nvidia.dump_ptxas_log = True  # ptxas's report, printed to stdout
         for target, dtype, shape in itertools.product(targets, dtypes, shapes):
             D, M, k = (int(v) for v in shape.split(":"))
             for role, launch in _launches(D, M, k, DTYPES[dtype]).items():
