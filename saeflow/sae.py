@@ -50,6 +50,16 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """Autocast's dtype where it is on, else t's. The kernels are custom autograd
+    Functions, which autocast does not cast, so without this they would get the
+    fp32 activations and run the GPU encoder without bf16 tensor cores."""
+    device = t.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return t.dtype
+
+
 @dataclass(frozen=True)
 class SAEShape:
     """What is needed to rebuild an SAE: saved as cfg.json beside the weights."""
@@ -121,7 +131,8 @@ class TopKSAE(nn.Module):
         return self._encode_scaled(x * self.scale)
 
     def _encode_scaled(self, xs: torch.Tensor) -> EncoderOutput:
-        centred, (w, b) = xs - self.b_dec, self._enc_weights(xs.dtype)
+        dtype = _compute_dtype(xs)
+        centred, (w, b) = (xs - self.b_dec).to(dtype), self._enc_weights(dtype)
         kind, k, m = self.shape.kind, self.shape.k, self.shape.n_latents
         if kind == "relu":
             vals = F.relu(F.linear(centred, w, b))  # (N, M)
@@ -143,7 +154,7 @@ class TopKSAE(nn.Module):
         return EncoderOutput(torch.where(vals >= thr, vals, 0.0), idx)
 
     def _enc_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # Under bf16 autocast the kernels get bf16 inputs; fp32 master weights.
+        # Under autocast the kernels run in its dtype on casts of fp32 masters.
         if dtype != self.W_enc.dtype:
             return self.W_enc.to(dtype), self.b_enc.to(dtype)
         return self.W_enc, self.b_enc

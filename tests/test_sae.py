@@ -177,3 +177,16 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(loaded.state_dict()[name], value), name
     with torch.no_grad():
         assert torch.equal(loaded(x).recon, sae(x).recon)
+
+
+def test_autocast_runs_the_sparse_path_in_its_dtype():
+    """Custom kernels are not autocast ops: the SAE casts for them."""
+    sae = make_sae()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sae(data())
+    assert out.code.vals.dtype == torch.bfloat16
+    out.fvu.backward()
+    assert sae.W_enc.grad.dtype == sae.W_dec.grad.dtype == torch.float32
+    exact = sae.encode(data())
+    assert (out.code.idx == exact.idx).float().mean() > 0.9
+    assert_close(out.code.vals.float(), exact.vals, rtol=0.05, atol=0.05)
