@@ -70,6 +70,10 @@ class Compiled(NamedTuple):
     seconds: float
 
 
+_Figures = tuple[int, int, int, int, float]
+"""warps, registers, spill bytes, shared bytes, compile seconds."""
+
+
 class _TargetDriver:
     """Stands in for Triton's CUDA driver: names the target, never launches."""
 
@@ -148,9 +152,8 @@ _PTXAS = re.compile(
 )
 
 
-def _compile(jit_fn, spec: str, capability: int) -> tuple[int, int, int, int, float]:
-    """Compile one recorded specialisation: (warps, registers, spill bytes, shared
-    bytes, seconds)."""
+def _compile(jit_fn, spec: str, capability: int) -> _Figures:
+    """Compile one recorded specialisation and read ptxas's figures."""
     out = io.StringIO()
     start = time.perf_counter()
     with _targeting(capability), contextlib.redirect_stdout(out):
@@ -172,7 +175,7 @@ def check(
     from triton import knobs
 
     results = []
-    figures: dict[str, tuple[int, int, int, int, float]] = {}  # by specialisation
+    figures: dict[str, _Figures] = {}  # by specialisation
     # A fresh cache: a cached cubin would skip ptxas and its report. Both knob
     # groups are restored on the way out.
     with (

@@ -17,19 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCHES = 5  # per target, dtype and shape: see kernels.compile_check._launches
 
 
-@pytest.mark.parametrize("target", ["sm_80", "sm_90"])
-def test_every_launch_compiles_to_cubin(target):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    shapes = ["100:1000:1", "384:3072:32"]  # D not a power of two, M ragged, k=1
-    dtypes = ["float32", "bfloat16"]
-    done = subprocess.run(
-        [sys.executable, "-m", "kernels.compile_check", "--targets", target]
-        + ["--dtypes", *dtypes, "--shapes", *shapes],
+def _run_check(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kernels.compile_check", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
+    )
+
+
+@pytest.mark.parametrize("target", ["sm_80", "sm_90"])
+def test_every_launch_compiles_to_cubin(target):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    shapes = ["100:1000:1", "384:3072:32"]  # D not a power of two, M ragged, k=1
+    dtypes = ["float32", "bfloat16"]
+    done = _run_check(
+        ["--targets", target, "--dtypes", *dtypes, "--shapes", *shapes], env
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split() for line in done.stdout.splitlines()[1:-1]]
@@ -39,14 +44,6 @@ def test_every_launch_compiles_to_cubin(target):
 
 
 def test_refuses_to_run_under_the_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "kernels.compile_check", "--targets", "sm_90"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _run_check(["--targets", "sm_90"], {**os.environ, "TRITON_INTERPRET": "1"})
     assert done.returncode == 2
     assert "unset TRITON_INTERPRET" in done.stderr

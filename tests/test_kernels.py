@@ -41,6 +41,15 @@ cuda_only = pytest.mark.skipif(
     not torch.cuda.is_available() or INTERPRETED,
     reason="needs CUDA and TRITON_INTERPRET=0 (compiled kernels, not the interpreter)",
 )
+# The fast paths under test; Triton on CPU tensors only runs in the interpreter.
+ENCODERS = [
+    pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
+    pytest.param(topk_encode_cpu, id="cpu"),
+]
+DECODERS = [
+    pytest.param(sparse_decode_triton, id="triton", marks=interpreted_only),
+    pytest.param(sparse_decode_cpu, id="cpu"),
+]
 
 
 def _leaf(t):
@@ -107,13 +116,7 @@ def _encode_inputs(N, D, M, k, dtype, device="cpu", seed=0, bias=0.0):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize(
-    "impl",
-    [
-        pytest.param(sparse_decode_triton, id="triton", marks=interpreted_only),
-        pytest.param(sparse_decode_cpu, id="cpu"),
-    ],
-)
+@pytest.mark.parametrize("impl", DECODERS)
 def test_sparse_decode_matches_reference(impl, shape, dtype):
     inputs, upstream = _decode_inputs(*shape, dtype)
     _check(impl, sparse_decode_ref, inputs, upstream, dtype)
@@ -121,13 +124,7 @@ def test_sparse_decode_matches_reference(impl, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize(
-    "impl",
-    [
-        pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
-        pytest.param(topk_encode_cpu, id="cpu"),
-    ],
-)
+@pytest.mark.parametrize("impl", ENCODERS)
 def test_topk_encode_matches_reference(impl, shape, dtype):
     if impl is topk_encode_triton and dtype == torch.bfloat16:
         pytest.skip("Triton 3.7 interpreter: tl.dot on bf16 returns garbage")
@@ -137,13 +134,7 @@ def test_topk_encode_matches_reference(impl, shape, dtype):
     assert (vals[:, :-1] >= vals[:, 1:]).all(), "vals must be in descending order"
 
 
-@pytest.mark.parametrize(
-    "impl",
-    [
-        pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
-        pytest.param(topk_encode_cpu, id="cpu"),
-    ],
-)
+@pytest.mark.parametrize("impl", ENCODERS)
 def test_topk_encode_rows_with_few_positives(impl):
     """Mostly negative pre-activations: zeros come out, with zero gradient."""
     inputs, upstream = _encode_inputs(9, 24, 100, 8, torch.float32, bias=-2.5)
@@ -263,13 +254,7 @@ def _check_encode_up_to_ties(impl: Callable, inputs: list, upstream, dtype) -> N
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-@pytest.mark.parametrize(
-    "impl",
-    [
-        pytest.param(topk_encode_triton, id="triton", marks=interpreted_only),
-        pytest.param(topk_encode_cpu, id="cpu"),
-    ],
-)
+@pytest.mark.parametrize("impl", ENCODERS)
 def test_topk_encode_with_tied_latents(impl):
     """Duplicated encoder rows tie exactly; either latent of a pair may win."""
     inputs, upstream = _encode_inputs(9, 24, 100, 8, torch.float32)
