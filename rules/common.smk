@@ -7,11 +7,16 @@ from saeflow.config import (
     FinetuneConfig,
     SAEConfig,
     Tracked,
+    apply_cli_overrides,
     resolve_layers,
     validate_config,
 )
 from saeflow.backtest_config import BacktestConfig
 
+# `--config sae={k: 16}` reaches here merged into the config file's `sae` block,
+# but with "16" a string (Snakemake's parser leaves nested values untyped): type
+# the command-line values as YAML would, so the schema checks them.
+apply_cli_overrides(config, workflow.config_settings.config)
 # Unknown keys and wrong types stop the run here, before any job, naming the key;
 # defaults come from the schema.
 validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
@@ -278,6 +279,60 @@ def validate_config(config: dict[str, Any], schema_path: str) -> None:
     if problem:
         # Raised outside the except block so Snakemake shows this, not the dump.
         raise WorkflowError(problem)
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def yaml_scalar(text: str) -> Any:
+    """`text` typed as a YAML scalar: null, bool, int or float, else the text.
+
+    YAML 1.2's `1e-4` (a string to PyYAML's YAML 1.1) counts as a float. Anything
+    else (dates, `a: b`, unparseable text) stays the text the user wrote.
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if _YAML12_FLOAT.fullmatch(text.strip()):
+        return float(text)
+    return text
+
+
+def typed_overrides(value: Any) -> Any:
+    """Command-line config values typed as YAML would type them.
+
+    Snakemake parses `--config key=value` itself: a top-level value is tried as
+    int, float, `True`/`False`, then YAML with PyYAML's BaseLoader, which leaves
+    every scalar inside a mapping or list a string (`sae={k: 16}` gives
+    `{"sae": {"k": "16"}}`, `preset=[2,6]` gives `["2", "6"]`) and `null`/`true`
+    strings at the top. Here each string scalar is typed again (`16` -> 16,
+    `0.95` -> 0.95, `true` -> True, `null` -> None); keys stay as they are.
+    """
+    if isinstance(value, Mapping):
+        return {k: typed_overrides(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [typed_overrides(v) for v in value]
+    if isinstance(value, str):
+        return yaml_scalar(value)
+    return value
+
+
+def apply_cli_overrides(config: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Replace, in `config`, the values `--config` set by their YAML-typed form.
+
+    Snakemake has already merged the overrides into the config file's values key
+    by key (`sae={k: 16}` changes `sae.k` and keeps the rest of `sae`), with the
+    strings its parser leaves; merging the typed overrides the same way again
+    changes only their types.
+    """
+    from snakemake.utils import update_config
+
+    update_config(config, typed_overrides(dict(overrides)))
 
 
 PRESETS = ("complete", "fast", "single")
