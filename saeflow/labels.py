@@ -44,6 +44,7 @@ from saeflow.label_scoring import (
     random_label,
     score,
 )
+from saeflow.label_truth import add_truth, event_of_docs, truth_summary
 from saeflow.labelers import AnswerCache, Labeler, cached_complete, cached_judge
 from saeflow.labeling_config import TASKS, LabelsConfig, load_templates
 
@@ -292,7 +293,8 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
         "n_labeled": len(labels),
         "n_failed": int(df["label"].isna().sum()),
         "n_distinct_labels": int(labels.str.lower().nunique()),
-        "distinct_fraction": float(labels.str.lower().nunique() / max(1, len(df))),
+        # Of the labelled features: a labeler that says one thing for all scores 0.
+        "distinct_fraction": float(labels.str.lower().nunique() / max(1, len(labels))),
         "fail_reasons": _reasons(df["fail_reason"].dropna()),
         "median_auroc": {},
         "comparisons": [],
@@ -387,6 +389,9 @@ CLEAN_COLUMNS = [
 ]
 
 
+TRUTH_COLUMNS = ["top_event", "event_purity", "label_names_event"]
+
+
 def make_labels(
     spec: dict[tuple[str, int], str],
     examples: dict[tuple[str, int], str],
@@ -398,8 +403,12 @@ def make_labels(
     detailed_out: str | Path,
     summary_out: str | Path,
     prepared_model: str | Path | None = None,
+    corpus: str | Path | None = None,
+    figure_out: str | Path | None = None,
 ) -> None:
-    """Rule label_features: choose, label and score features; write the tables."""
+    """Rule label_features: choose, label and score features; write the tables.
+    With the domain `corpus` and its event families (the synthetic headlines),
+    each feature also gets its family, purity and whether the label names it."""
     from saeflow.examples import load_examples
     from saeflow.io import write_csv, write_json
     from saeflow.labelers import make_labeler
@@ -426,9 +435,17 @@ def make_labels(
         axis=1
     )
     df["labeler"] = json.dumps(labeler.identity())
+    events = event_of_docs(pd.read_parquet(corpus)) if corpus else None
+    if events is not None:
+        df = add_truth(df, ex, events)
     write_csv(df, detailed_out)
-    write_csv(df[CLEAN_COLUMNS], clean_out)
+    write_csv(df[[c for c in CLEAN_COLUMNS + TRUTH_COLUMNS if c in df]], clean_out)
     summary = verdict(df, cfg.seed)
+    summary["ground_truth"] = (
+        truth_summary(df)
+        if events is not None
+        else "none: the domain corpus has no event families"
+    )
     summary.update(
         seconds=time.perf_counter() - t0,
         seconds_per_feature=float(df["seconds"].mean()) if len(df) else 0.0,
@@ -437,6 +454,10 @@ def make_labels(
     )
     log.info("labels: %s", summary["statement"])
     write_json(summary, summary_out)
+    if figure_out:
+        from saeflow.label_plots import plot_label_scores
+
+        plot_label_scores(df, SCORERS, figure_out)
 
 
 def _is(chosen: pd.DataFrame, key: tuple[str, int]) -> pd.Series:

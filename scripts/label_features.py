@@ -16,4 +16,6 @@ with job(snakemake) as sm:  # noqa: F821
         detailed_out=sm.output.detailed,
         summary_out=sm.output.summary,
         prepared_model=sm.input.labeler or None,
+        corpus=sm.input.corpus,
+        figure_out=sm.output.figure,
     )

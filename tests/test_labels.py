@@ -25,6 +25,7 @@ from saeflow.label_prompts import (
     strong_tokens,
 )
 from saeflow.label_scoring import Embedder, score
+from saeflow.label_truth import event_purity, names_event
 from saeflow.labelers import (
     AnswerCache,
     Completion,
@@ -39,6 +40,7 @@ from saeflow.labeling_config import LabelerConfig, LabelsConfig, load_templates
 from saeflow.labels import (
     CLEAN_COLUMNS,
     SCORE_COLUMNS,
+    TRUTH_COLUMNS,
     label_features,
     select_features,
     verdict,
@@ -557,7 +559,16 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
     pd.DataFrame({"feature": range(3), "specialization": [3.0, 2.0, 1.0]}).to_parquet(
         tmp_path / "spec.parquet"
     )
-    examples_table().to_parquet(tmp_path / "examples.parquet")
+    examples = examples_table()
+    examples.to_parquet(tmp_path / "examples.parquet")
+    # Event families: feature f's top examples all come from FAMILIES[f].
+    families = ["dividend", "earnings", "macro"]
+    pd.DataFrame(
+        {
+            "doc_id": examples["doc_id"],
+            "event": [families[f] for f in examples["feature"]],
+        }
+    ).to_parquet(tmp_path / "corpus.parquet")
     key = ("finetuned", 2)
     out = {n: tmp_path / "labels" / f"{n}.csv" for n in ("clean", "detailed")}
     with ChatServer() as server:
@@ -575,12 +586,25 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
             out["clean"],
             out["detailed"],
             tmp_path / "labels" / "summary.json",
+            corpus=tmp_path / "corpus.parquet",
         )
     clean = pd.read_csv(out["clean"])
-    assert list(clean.columns) == CLEAN_COLUMNS and len(clean) == 3
+    assert list(clean.columns) == CLEAN_COLUMNS + TRUTH_COLUMNS and len(clean) == 3
     assert clean["score"].between(0, 1).all() and clean["label_ok"].all()
     assert clean[SCORE_COLUMNS].notna().all().all()
+    assert clean["top_event"].tolist() == families
+    assert (clean["event_purity"] == 1.0).all()
     assert len(pd.read_csv(out["detailed"]).columns) > len(CLEAN_COLUMNS)
     summary = json.loads((tmp_path / "labels" / "summary.json").read_text())
     assert summary["n_labeled"] == 3 and "statement" in summary
     assert set(summary["median_auroc"]) == {"detection", "fuzzing", "embedding"}
+    assert summary["ground_truth"]["n_features_with_a_family"] == 3
+
+
+def test_ground_truth_purity_and_naming():
+    events = pd.Series({"a": "dividend", "b": "dividend", "c": "merger"})
+    assert event_purity(pd.Series(["a", "b", "c", "x"]), events) == ("dividend", 0.5)
+    assert event_purity(pd.Series(["x"]), events) == (None, 0.0)
+    assert names_event("Dividend payouts to holders", "dividend")
+    assert not names_event("dividend payouts", "merger")
+    assert not names_event(None, "dividend")

