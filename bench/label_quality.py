@@ -22,6 +22,7 @@ workflow labelled already cost nothing), then prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,19 +62,27 @@ def main() -> None:
         type=Path,
         help="label exactly the features of this labels table (model, layer, feature)",
     )
+    p.add_argument(
+        "--scorers",
+        nargs="+",
+        default=["detection", "fuzzing", "embedding"],
+        help="embedding alone scores a slow labeler's labels in seconds",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     out = args.out or ROOT / "bench" / "out" / f"label_quality_{args.labeler}"
 
     block = yaml.safe_load(args.config.read_text())["labels"]
     block["labeler"] = {**block.get("labeler", {}), **LABELERS[args.labeler]}
-    block.update(top_n=args.top_n, compare_n=args.compare_n)
+    block.update(top_n=args.top_n, compare_n=args.compare_n, scorers=args.scorers)
     cfg = LabelsConfig.from_dict(block, "labels: ")
     r = args.root
     keys = [("finetuned", layer) for layer in args.layers]
     spec = {k: r / f"features/{k[0]}/layer_{k[1]}/specialization.parquet" for k in keys}
     if args.features_of:
         spec = restrict(spec, pd.read_csv(args.features_of), out)
+        # Every given feature of a layer, not only the top_n of them.
+        cfg = dataclasses.replace(cfg, top_n=len(pd.read_csv(args.features_of)))
     cache = r / "labels" / "cache"
     # The workflow's converted default labeler, else one converted here once.
     prepared = r / "labels" / "labeler_model"

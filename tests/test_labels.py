@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from saeflow.config import ConfigError
 from saeflow.examples import EXAMPLE_COLUMNS
 from saeflow.label_prompts import (
     clean_label,
@@ -587,6 +588,7 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
             out["detailed"],
             tmp_path / "labels" / "summary.json",
             corpus=tmp_path / "corpus.parquet",
+            figure_out=tmp_path / "labels" / "label_scores.png",
         )
     clean = pd.read_csv(out["clean"])
     assert list(clean.columns) == CLEAN_COLUMNS + TRUTH_COLUMNS and len(clean) == 3
@@ -599,6 +601,8 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
     assert summary["n_labeled"] == 3 and "statement" in summary
     assert set(summary["median_auroc"]) == {"detection", "fuzzing", "embedding"}
     assert summary["ground_truth"]["n_features_with_a_family"] == 3
+    png = (tmp_path / "labels" / "label_scores.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_ground_truth_purity_and_naming():
@@ -608,3 +612,14 @@ def test_ground_truth_purity_and_naming():
     assert names_event("Dividend payouts to holders", "dividend")
     assert not names_event("dividend payouts", "merger")
     assert not names_event(None, "dividend")
+
+
+def test_embedding_scorer_alone_asks_the_labeler_nothing_more(tmp_path):
+    with ChatServer() as server:
+        df = run_labels(http(server, "logprobs"), tmp_path, scorers=["embedding"])
+        assert sum(server.requests.values()) == 3  # the three explanations
+    assert df["embedding_auroc"].notna().all()
+    assert df["shuffled_label_embedding_auroc"].notna().all()
+    assert df["detection_auroc"].isna().all() and df["fuzzing_auroc"].isna().all()
+    with pytest.raises(ConfigError, match="labels.scorers"):
+        LabelsConfig(scorers=["vibes"])
