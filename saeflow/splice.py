@@ -61,7 +61,8 @@ def fraction_recovered(l_clean: float, l_sae: float, l_zero: float) -> float:
 def layer_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
     """The module whose output is hidden_states[layer] (BERT or Llama-style).
 
-    Layer 0 is the embeddings; layer L the L-th block. `base_model` is the
+    Layer 0 is the embeddings; layer L the L-th block (Llama's last: the final
+    norm, as in transformers' hidden_states). `base_model` is the
     backbone under a task head (BertForSequenceClassification.bert,
     LlamaForCausalLM.model) or the model itself.
     """
@@ -70,6 +71,9 @@ def layer_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
         blocks, embed = base.encoder.layer, base.embeddings
     elif hasattr(base, "layers"):  # Llama-style
         blocks, embed = base.layers, base.embed_tokens
+        if layer == len(blocks):
+            # transformers reports the last hidden state after the final norm.
+            return base.norm
     else:
         raise ValueError(f"no known block list in {type(model).__name__}")
     if not 0 <= layer <= len(blocks):

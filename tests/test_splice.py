@@ -66,6 +66,18 @@ def test_layer_module_outputs_hidden_state(encoder, tok, layer):
     torch.testing.assert_close(seen[0], hidden[layer][b.mask])
 
 
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_layer_module_outputs_hidden_state_llama(tiny_llama, layer):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama).eval()
+    ids, mask = torch.tensor([[1, 5, 6, 7]]), torch.ones(1, 4, dtype=torch.bool)
+    seen = []
+    with spliced(model, layer, lambda x: seen.append(x) or x, mask):
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(seen[0], hidden[layer][mask])
+
+
 def test_identity_recovers_all_and_zero_none(classifier, tok):
     bs = batches(tok, LABELS)
     ident = splice_eval(classifier, "classifier", 1, lambda x: x, bs)["conditions"]
