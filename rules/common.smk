@@ -162,6 +162,16 @@ def all_targets():
                 "specialization_scatter.png",
             ],
         )
+    if is_activated("splice"):
+        targets += expand(
+            "results/sae/{model}/layer_{layer}/spliced.json",
+            model=MODELS,
+            layer=LAYERS,
+        )
+        targets += expand(
+            "results/compare/layer_{layer}/spliced_base_into_finetuned.json",
+            layer=LAYERS,
+        )
     if is_activated("viewer"):
         targets.append("results/viewer/manifest.json")
     if is_activated("examples"):

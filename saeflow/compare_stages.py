@@ -14,7 +14,13 @@ from typing import Any
 import pandas as pd
 
 from saeflow.compare_reports import comparison_reports
-from saeflow.config import CompareConfig, ComparePlotConfig
+from saeflow.config import (
+    ActivationConfig,
+    CompareConfig,
+    ComparePlotConfig,
+    FinetuneConfig,
+    SpliceConfig,
+)
 from saeflow.io import write_csv, write_json, write_parquet
 
 log = logging.getLogger("saeflow")
@@ -157,3 +163,61 @@ def make_comparison_figures(
 
 def _read_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def make_spliced(
+    model_ref: str,
+    sae_dir: str | Path,
+    layer: int,
+    cache: str | Path,
+    corpus: str | Path,
+    cfg: SpliceConfig,
+    finetune: FinetuneConfig,
+    act: ActivationConfig,
+    holdout_fraction: float,
+    seed: int,
+    device: str,
+    model_dtype: str,
+    out: str | Path,
+) -> None:
+    """An SAE spliced into a model at its layer, against clean, zero and mean.
+
+    `cache` is the SAE's own domain activation cache (its held-out tail picks
+    the texts); `finetune` and `seed` rebuild the fine-tuning's held-out split.
+    """
+    from saeflow.device import pick_device
+    from saeflow.finetune import split_labelled
+    from saeflow.models import load_tokenizer, load_with_head
+    from saeflow.sae import TopKSAE
+    from saeflow.splice import heldout_doc_ids, make_batches, select_texts, splice_eval
+
+    dev = pick_device(device)
+    model, kind = load_with_head(model_ref, model_dtype, dev)
+    sae = TopKSAE.load(sae_dir, dev)
+    docs = pd.read_parquet(corpus)
+    label_id = model.config.label2id if kind == "classifier" else None
+    texts = select_texts(
+        docs,
+        heldout_doc_ids(cache, holdout_fraction),
+        label_id,
+        split_labelled(docs, finetune.eval_fraction, seed)[1] if label_id else None,
+        cfg.max_docs,
+        seed,
+    )
+    batches = make_batches(
+        load_tokenizer(model_ref),
+        texts.texts,
+        texts.labels,
+        act.max_length,
+        cfg.batch_size,
+        act.special_tokens == "exclude",
+        dev,
+    )
+    result = splice_eval(
+        model, kind, layer, lambda x: sae.decode(sae.encode(x.float())), batches
+    )
+    result = {**result, "texts": texts.source, "model_ref": model_ref}
+    result["sae"] = str(sae_dir)
+    result["config"] = cfg.to_dict()
+    log.info("layer %d spliced (%s): %s", layer, kind, result["conditions"])
+    write_json(result, out)

@@ -440,3 +440,20 @@ class CompareConfig(_FromDict):
         for name in ("candidates", "block_size", "n_bootstrap", "top_n", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"compare.{name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class SpliceConfig(_FromDict):
+    """Spliced-in evaluation of every SAE (the `splice` block)."""
+
+    activate: bool = True
+    """Run it in rule all."""
+    max_docs: int = 300
+    """Evaluated documents per SAE at most (a seeded sample when more qualify)."""
+    batch_size: int = 32
+    """Documents per forward pass."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_docs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"splice.{name} must be >= 1")

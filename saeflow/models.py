@@ -16,7 +16,7 @@ import importlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from transformers import AutoConfig, AutoTokenizer
 
@@ -133,3 +133,46 @@ def weights_hash(ref: str) -> str:
         h.update(f.relative_to(path).as_posix().encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+ModelKind = Literal["classifier", "causal_lm", "encoder"]
+
+
+def model_kind(ref: str) -> ModelKind:
+    """What head a checkpoint carries, from its config's `architectures`."""
+    path = resolve_model_ref(ref)
+    try:
+        arch = AutoConfig.from_pretrained(path).architectures or []
+    except OSError as err:
+        raise _hub_error(ref, err) from err
+    if any(a.endswith("ForSequenceClassification") for a in arch):
+        return "classifier"
+    if any(a.endswith("ForCausalLM") for a in arch):
+        return "causal_lm"
+    return "encoder"
+
+
+def load_with_head(
+    ref: str, dtype: str = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, ModelKind]:
+    """Load a model with its task head (classifier, LM head or none), in eval mode."""
+    import torch
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+    )
+
+    kind = model_kind(ref)
+    auto = {
+        "classifier": AutoModelForSequenceClassification,
+        "causal_lm": AutoModelForCausalLM,
+        "encoder": AutoModel,
+    }[kind]
+    try:
+        model = auto.from_pretrained(
+            resolve_model_ref(ref), dtype=getattr(torch, dtype)
+        )
+    except OSError as err:
+        raise _hub_error(ref, err) from err
+    return model.to(device).eval(), kind
