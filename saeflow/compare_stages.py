@@ -220,4 +220,15 @@ def make_spliced(
     result["sae"] = str(sae_dir)
     result["config"] = cfg.to_dict()
     log.info("layer %d spliced (%s): %s", layer, kind, result["conditions"])
-    write_json(result, out)
+    write_json(_nan_as_null(result), out)
+
+
+def _nan_as_null(obj: Any) -> Any:
+    """NaN (nothing to recover) as JSON null, which strict parsers accept."""
+    if isinstance(obj, dict):
+        return {k: _nan_as_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_nan_as_null(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj

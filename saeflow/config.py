@@ -446,8 +446,8 @@ class CompareConfig(_FromDict):
 class SpliceConfig(_FromDict):
     """Spliced-in evaluation of every SAE (the `splice` block)."""
 
-    activate: bool = True
-    """Run it in rule all."""
+    activate: bool = False
+    """Run it in rule all (config.yaml turns it on)."""
     max_docs: int = 300
     """Evaluated documents per SAE at most (a seeded sample when more qualify)."""
     batch_size: int = 32

@@ -180,3 +180,35 @@ def test_heldout_texts_from_cache_tail(tmp_path):
     ft_eval = pd.DataFrame({"doc_id": ["x"], "text": ["up"], "label": ["bullish"]})
     labelled = select_texts(corpus, ["d4"], {"bullish": 1}, ft_eval, 10, 0)
     assert labelled == (["up"], [1], "finetune_eval")
+
+
+@pytest.mark.slow
+def test_splice_rules_in_the_real_workflow(tiny_run, tmp_path):
+    """splice.activate adds one job per model × layer plus the base SAE spliced
+    into the fine-tuned model, nothing else; each writes its conditions."""
+    import json
+    import shutil
+
+    from conftest import edited_config, planned_jobs, snakemake
+
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    cfg = edited_config(
+        work, "splice.yaml", lambda c: c.update(splice={"activate": True})
+    )
+    result = snakemake(work, "--cores", "2", config=cfg)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert planned_jobs(result) == {
+        "evaluate_spliced": 4,
+        "evaluate_spliced_base_into_finetuned": 2,
+        "all": 1,
+    }
+    out = json.loads((work / "results/sae/finetuned/layer_1/spliced.json").read_text())
+    assert out["kind"] == "classifier" and out["n_tokens_spliced"] > 0
+    assert set(out["conditions"]) == {"clean", "sae", "zero", "mean"}
+    assert out["conditions"]["clean"]["kl_from_clean"] == 0.0
+    base = json.loads((work / "results/sae/base/layer_2/spliced.json").read_text())
+    assert base["kind"] == "encoder"
+    assert base["conditions"]["clean"]["cosine_to_clean"] == pytest.approx(1.0)
+    into = work / "results/compare/layer_1/spliced_base_into_finetuned.json"
+    assert json.loads(into.read_text())["kind"] == "classifier"
