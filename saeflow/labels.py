@@ -168,9 +168,11 @@ def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
         )
         for x in inputs
     ]
+    # Chunks keep an HTTP labeler's requests in flight and the bar moving.
+    chunk = max(4, 2 * cfg.labeler.concurrency)
     answers = []
-    for lo in tqdm(range(0, len(prompts), 4), desc="labels: explain", unit="batch"):
-        answers += cached_complete(labeler, cache, prompts[lo : lo + 4])[0]
+    for lo in tqdm(range(0, len(prompts), chunk), desc="labels: explain"):
+        answers += cached_complete(labeler, cache, prompts[lo : lo + chunk])[0]
     for row, x, c, p in zip(rows, inputs, answers, prompts, strict=True):
         row.update(
             explain_examples=json.dumps(x.snippets),
