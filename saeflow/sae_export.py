@@ -20,6 +20,7 @@ tensors again.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -233,3 +234,53 @@ def _require(cfg: dict, key: str, want: object, folder: Path) -> None:
 
 def _float(w: SAEWeights) -> SAEWeights:
     return SAEWeights(*(t.float().contiguous() for t in w))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sae",
+        required=True,
+        help="SAE folder in any layout (ours: results/sae/{model}/layer_{L}/sae)",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=["saelens", "sparsify", "saeflow"],
+        help="layout to write (saeflow: ours, to use a foreign SAE in the workflow)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="folder to write (sparsify: the hookpoint folder goes inside)",
+    )
+    parser.add_argument(
+        "--hook",
+        default=None,
+        help="hook name (saelens) or hookpoint (sparsify); default from the "
+        "layer_{L} in --sae: blocks.{L-1}.hook_resid_post / encoder.layer.{L-1}",
+    )
+    parser.add_argument(
+        "--model-name", default=None, help="saelens: metadata.model_name"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Convert one SAE; print where it went."""
+    sae = import_sae(args.sae)
+    if args.format == "saeflow":
+        sae.save(args.out)
+        print(f"{args.out}: saeflow layout")
+        return 0
+    hook = args.hook
+    if hook is None:
+        layer = layer_of(args.sae)
+        if layer is None:
+            print(f"{args.sae}: no layer_{{L}} in the path; give --hook")
+            return 1
+        hook = default_hook(layer, args.format)
+    if args.format == "saelens":
+        out = export_saelens(sae, args.out, hook, args.model_name)
+    else:
+        out = export_sparsify(sae, args.out, hook)
+    print(f"{out}: {args.format} layout, hook {hook}")
+    return 0

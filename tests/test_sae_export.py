@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
+from saeflow.cli import main
 from saeflow.sae import SAEShape, TopKSAE
 from saeflow.sae_export import (
     default_hook,
@@ -194,3 +195,31 @@ def test_real_sparsify_loads_export(tmp_path, monkeypatch):
         recon = coder.decode(enc.top_acts, enc.top_indices)
 
     assert_close(recon, ours(sae, x)[1], atol=1e-5, rtol=0)
+
+
+def test_cli_exports_and_converts_back(tmp_path, capsys):
+    sae, x = make_sae(), data()
+    src = tmp_path / "results/sae/finetuned/layer_4/sae"
+    sae.save(src)
+
+    rc = [
+        main(["export", "--sae", str(src), "--format", fmt, "--out", str(out)])
+        for fmt, out in [
+            ("saelens", tmp_path / "sl"),
+            ("sparsify", tmp_path / "sp"),
+            ("saeflow", tmp_path / "ours"),
+        ]
+    ]
+    back = ["--sae", str(tmp_path / "sl"), "--out", str(tmp_path / "back")]
+    main(["export", "--format", "saeflow", *back])
+
+    assert rc == [0, 0, 0]
+    cfg = json.loads((tmp_path / "sl/cfg.json").read_text())
+    assert cfg["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
+    assert detect_layout(tmp_path / "sp/encoder.layer.3") == "sparsify"
+    assert detect_layout(tmp_path / "back") == "saeflow"
+    want = ours(sae, x)[1]
+    assert torch.equal(ours(TopKSAE.load(tmp_path / "ours"), x)[1], want)
+    assert_close(
+        ours(TopKSAE.load(tmp_path / "back"), x)[1], want, atol=1e-6, rtol=1e-6
+    )
