@@ -223,3 +223,21 @@ def test_cli_exports_and_converts_back(tmp_path, capsys):
     assert_close(
         ours(TopKSAE.load(tmp_path / "back"), x)[1], want, atol=1e-6, rtol=1e-6
     )
+
+
+def test_real_saelens_loads_export(tmp_path):
+    """With SAELens installed: its SAE.load_from_disk reproduces ours."""
+    sae_lens = pytest.importorskip("sae_lens")
+    sae, x = make_sae(), data()
+    export_saelens(sae, tmp_path, "blocks.3.hook_resid_post")
+
+    loaded = sae_lens.SAE.load_from_disk(tmp_path)
+    with torch.no_grad():
+        acts = loaded.encode(x)
+        recon = loaded.decode(acts)
+
+    assert type(loaded).__name__ == "TopKSAE"
+    assert loaded.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
+    code, want = ours(sae, x)
+    assert_close(acts, code, atol=1e-5, rtol=0)
+    assert_close(recon, want, atol=1e-5, rtol=0)
