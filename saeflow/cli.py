@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-cluster": ("saeflow.cluster", "check a SLURM profile against sinfo"),
     "export": (
         "saeflow.sae_export",
-        "write an SAE in SAELens', sparsify's, our layout",
+        "convert an SAE to or from SAELens' and sparsify's layouts",
     ),
 }
 

@@ -154,6 +154,11 @@ def export_sparsify(sae: TopKSAE, folder: str | Path, hookpoint: str) -> Path:
 
 
 def _write(folder: str | Path, cfg: dict, tensors: dict, weights: str) -> Path:
+    # atomic_path replaces the whole folder: never a folder holding anything else.
+    if Path(folder).is_dir():
+        other = {p.name for p in Path(folder).iterdir()} - {CFG, weights}
+        if other:
+            raise FileExistsError(f"{folder} holds {sorted(other)[:3]}; not replacing")
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_file(tensors, tmp / weights)

@@ -173,6 +173,9 @@ def test_refuses_other_kinds_and_layouts(tmp_path):
     export_sparsify(make_sae(), tmp_path / "sp", "encoder.layer.3")
     with pytest.raises(FileNotFoundError, match="encoder.layer.3"):
         import_sae(tmp_path / "sp")
+    (tmp_path / "sl/notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        export_saelens(make_sae(), tmp_path / "sl", "h")
 
 
 def test_hook_names_from_workflow_paths():
