@@ -14,6 +14,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "view": ("saeflow.viewer_app", "serve the feature viewer on 127.0.0.1"),
     "audit": ("saeflow.audit", "trace a result back to corpora and config; flag stale"),
     "check-cluster": ("saeflow.cluster", "check a SLURM profile against sinfo"),
+    "export": (
+        "saeflow.sae_export",
+        "convert an SAE to or from SAELens' and sparsify's layouts",
+    ),
 }
 
 
