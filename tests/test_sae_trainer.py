@@ -75,12 +75,16 @@ def job_args(acts, out: Path, cfg: SAEConfig, n_procs: int = 1) -> dict:
     )
 
 
-def test_optimized_path_fvu_within_2_percent_of_reference(acts_path, monkeypatch):
+def test_optimized_path_fvu_within_2_percent_of_reference(
+    acts_path, monkeypatch, tmp_path
+):
     def held_out_fvu(disable_triton: bool) -> float:
         monkeypatch.setenv("SAEFLOW_DISABLE_TRITON", "1" if disable_triton else "0")
         source = ActivationSource([acts_path], holdout_fraction=0.1)
         trainer = Trainer(source, config(), seed=0, device="cpu")
-        return trainer.fit(Path(os.devnull)).eval.fvu
+        # A real file: the curve is written atomically (temp file, then rename),
+        # which as root would replace /dev/null itself.
+        return trainer.fit(tmp_path / "curve.csv").eval.fvu
 
     fast, ref = held_out_fvu(False), held_out_fvu(True)
 
@@ -88,13 +92,13 @@ def test_optimized_path_fvu_within_2_percent_of_reference(acts_path, monkeypatch
     assert abs(fast - ref) / ref < 0.02
 
 
-def test_bf16_autocast_trains_as_well_as_fp32(acts_path):
+def test_bf16_autocast_trains_as_well_as_fp32(acts_path, tmp_path):
     """precision: bf16 (what `auto` picks on CUDA), here on the CPU."""
 
     def fit(precision: str):
         source = ActivationSource([acts_path], holdout_fraction=0.1)
         trainer = Trainer(source, config(precision=precision), seed=0, device="cpu")
-        return trainer, trainer.fit(Path(os.devnull)).eval.fvu
+        return trainer, trainer.fit(tmp_path / f"curve_{precision}.csv").eval.fvu
 
     trainer, bf16 = fit("bf16")
     _, fp32 = fit("fp32")
