@@ -123,8 +123,8 @@ def clean_label(text: str) -> str:
 
 def label_problem(label: str, truncated: bool, prompt: Messages) -> str | None:
     """Why `label` is not a usable label, or None: empty, a refusal, cut off, too
-    long, repeating itself, or an echo of the prompt (a worked example's answer
-    or words, its instructions, the token counts)."""
+    long, repeating itself, or an echo of the prompt (the token counts, four
+    words in a row of an example text, a worked example's answer or words)."""
     words = re.findall(r"[a-z0-9']+", label.lower())
     if sum(c.isalpha() for c in label) < 3:
         return "empty answer"
@@ -145,6 +145,9 @@ def label_problem(label: str, truncated: bool, prompt: Messages) -> str | None:
     answers = {_norm(m["content"]) for m in before if m["role"] == "assistant"}
     if _norm(label) in answers:
         return "echo of the prompt (a worked example's label)"
+    shown = " ".join(re.findall(r"[a-z0-9']+", own["content"].lower()))
+    if any(" ".join(words[i : i + 4]) in shown for i in range(len(words) - 3)):
+        return "copy of an example text"
     seen = _words(" ".join(m["content"] for m in before))
     borrowed = sorted(
         w for w in set(content) if len(w) > 3 and w in seen - _words(own["content"])

@@ -149,6 +149,7 @@ def explain_prompt(tokens: str = "dividend (4), payout (2)") -> list[dict]:
         ("bad weather", False, "a worked example's label"),
         ("weather and dividends", False, "worked examples (weather)"),
         ("common words", False, "no content"),
+        ("acme raises its dividend", False, "copy of an example"),
     ],
 )
 def test_label_problem_names_degenerate_labels(label, truncated, problem):
