@@ -14,9 +14,16 @@ rule evaluate_spliced:
         corpus="results/corpus/domain.parquet",
         model=model_input,
     output:
-        spliced="results/sae/{model}/layer_{layer}/spliced.json",
+        spliced=report(
+            "results/sae/{model}/layer_{layer}/spliced.json",
+            caption="../report/spliced.rst",
+            category="SAE training",
+            labels={"model": "{model}", "layer": "{layer}", "file": "spliced"},
+        ),
     log:
         "logs/splice/{model}/layer_{layer}.log",
+    benchmark:
+        "benchmarks/splice/{model}/layer_{layer}.tsv"
     threads: 1
     params:
         ref=lambda wc: model_ref(wc.model),
@@ -39,9 +46,16 @@ rule evaluate_spliced_base_into_finetuned:
         corpus="results/corpus/domain.parquet",
         model=backtest_model_input(),
     output:
-        spliced="results/compare/layer_{layer}/spliced_base_into_finetuned.json",
+        spliced=report(
+            "results/compare/layer_{layer}/spliced_base_into_finetuned.json",
+            caption="../report/spliced_base_into_finetuned.rst",
+            category=COMPARE_CAT,
+            labels={"layer": "{layer}", "file": "base SAE spliced into fine-tuned"},
+        ),
     log:
         "logs/splice/base_into_finetuned/layer_{layer}.log",
+    benchmark:
+        "benchmarks/splice/base_into_finetuned/layer_{layer}.tsv"
     threads: 1
     params:
         ref=model_ref("finetuned"),
