@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saeflow.models import load_tokenizer, resolve_model_ref
+from saeflow.models import load_tokenizer, resolve_model_ref, token_batches
 from saeflow.sae import TopKSAE
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,9 @@ def headline_features(
         slot[torch.as_tensor(ids, dtype=torch.long)] = torch.arange(len(ids))
         slots[layer] = slot.to(device)
     blocks = []
-    for start in range(0, len(texts), batch_size):
-        enc = tok(
-            list(texts[start : start + batch_size]),
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_special_tokens_mask=True,
-            return_tensors="pt",
-        ).to(device)
-        special = enc.pop("special_tokens_mask").bool()
-        keep = enc["attention_mask"].bool() & ~(special if exclude_special else False)
+    for _, enc, keep in token_batches(
+        tok, texts, max_length, batch_size, exclude_special, device
+    ):
         with torch.no_grad():
             out = model(**enc, output_hidden_states=True)
             parts = [

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,7 +24,8 @@ from transformers import AutoConfig, AutoTokenizer
 from saeflow.io import sha256_file
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    import torch
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +178,30 @@ def load_with_head(
     except OSError as err:
         raise _hub_error(ref, err) from err
     return model.to(device).eval(), kind
+
+
+def token_batches(
+    tok: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int,
+    exclude_special: bool,
+    device: str,
+) -> Iterator[tuple[int, BatchEncoding, torch.Tensor]]:
+    """(start, model inputs on `device`, [B, T] bool mask of the tokens an SAE
+    reads: attended, minus special tokens when `exclude_special`) per batch of
+    `texts`, each truncated to max_length."""
+    for start in range(0, len(texts), batch_size):
+        enc = tok(
+            list(texts[start : start + batch_size]),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_special_tokens_mask=True,
+            return_tensors="pt",
+        ).to(device)
+        special = enc.pop("special_tokens_mask").bool()
+        keep = enc["attention_mask"].bool()
+        if exclude_special:
+            keep &= ~special
+        yield start, enc, keep

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from saeflow.models import ModelKind
+from saeflow.models import ModelKind, token_batches
 
 log = logging.getLogger(__name__)
 
@@ -126,26 +126,12 @@ def make_batches(
 ) -> list[SpliceBatch]:
     """Tokenize `texts` (truncated to max_length) into batches."""
     batches = []
-    for start in range(0, len(texts), batch_size):
-        enc = tok(
-            list(texts[start : start + batch_size]),
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_special_tokens_mask=True,
-            return_tensors="pt",
-        )
-        special = enc.pop("special_tokens_mask").bool()
-        mask = enc["attention_mask"].bool()
-        if exclude_special:
-            mask &= ~special
+    for start, enc, mask in token_batches(
+        tok, texts, max_length, batch_size, exclude_special, device
+    ):
         y = None if labels is None else torch.tensor(labels[start : start + batch_size])
         batches.append(
-            SpliceBatch(
-                {k: v.to(device) for k, v in enc.items()},
-                mask.to(device),
-                None if y is None else y.to(device),
-            )
+            SpliceBatch(dict(enc), mask, None if y is None else y.to(device))
         )
     return batches
 
