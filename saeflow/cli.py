@@ -18,6 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "saeflow.sae_export",
         "convert an SAE to or from SAELens' and sparsify's layouts",
     ),
+    "export-features": (
+        "saeflow.neuronpedia",
+        "write Neuronpedia-style JSON per feature of a finished run",
+    ),
 }
 
 
