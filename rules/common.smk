@@ -1,4 +1,5 @@
 import os
+import re
 
 from saeflow.config import (
     ActivationConfig,
@@ -12,6 +13,7 @@ from saeflow.config import (
     validate_config,
 )
 from saeflow.backtest_config import BacktestConfig
+from saeflow.sae_import import imported_saes
 
 # `--config sae={k: 16}` reaches here merged into the config file's `sae` block,
 # but with "16" a string (Snakemake's parser leaves nested values untyped): type
@@ -48,6 +50,8 @@ FEATURE_CFG = FeatureConfig.from_dict(config["features"], "features: ")
 BACKTEST_CFG = BacktestConfig.from_dict(config.get("backtest"), "backtest: ")
 BACKTEST_SCENARIOS = BACKTEST_CFG.news.scenarios()
 BACKTEST_LAYERS = BACKTEST_CFG.features.layers or LAYERS
+# "<model>/layer_<L>" -> folder of an SAE trained elsewhere (rule import_sae).
+IMPORTED_SAES = imported_saes(config["imported_saes"], MODELS, LAYERS)
 
 
 wildcard_constraints:
@@ -100,8 +104,9 @@ def viewer_feature_inputs(wildcards):
 
 
 def viewer_data_inputs(wildcards):
-    """Optional inputs of the viewer manifest: sorted examples, fine-tuning metrics."""
-    found = {}
+    """Inputs of the viewer manifest beyond the tables: the SAE summary, sorted
+    examples and fine-tuning metrics when built."""
+    found = {"saes": "results/sae/sae_summary.json"}
     if is_activated("examples"):
         found["examples"] = expand(
             "results/viewer/{model}/layer_{layer}/examples.parquet",
@@ -138,11 +143,13 @@ def all_targets():
             "specialization_by_layer.png",
         ],
     )
-    targets += expand(
-        "results/sae/{model}/layer_{layer}/training_curve.png",
-        model=MODELS,
-        layer=LAYERS,
-    )
+    targets += [
+        f"results/sae/{model}/layer_{layer}/training_curve.png"
+        for model in MODELS
+        for layer in LAYERS
+        if f"{model}/layer_{layer}" not in IMPORTED_SAES
+    ]
+    targets += ["results/sae/sae_summary.csv", "results/sae/sae_summary.png"]
     if config["models"]["finetuned"]["ref"] is None:
         targets.append("results/models/finetuned_metrics.json")
     if is_activated("compare"):

@@ -88,6 +88,14 @@ rule summarize_comparison:
             layer=LAYERS,
         ),
         corpus="results/corpus/domain.parquet",
+        spliced=(
+            expand(
+                "results/compare/layer_{layer}/spliced_base_into_finetuned.json",
+                layer=LAYERS,
+            )
+            if is_activated("splice")
+            else []
+        ),
     output:
         summary=report(
             "results/compare/comparison_summary.json",

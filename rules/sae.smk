@@ -27,3 +27,81 @@ rule train_sae:
         device=config["device"],
     script:
         "../scripts/train_sae.py"
+
+
+rule summarize_saes:
+    input:
+        metrics=expand(
+            "results/sae/{model}/layer_{layer}/metrics.json",
+            model=MODELS,
+            layer=LAYERS,
+        ),
+        spliced=(
+            expand(
+                "results/sae/{model}/layer_{layer}/spliced.json",
+                model=MODELS,
+                layer=LAYERS,
+            )
+            if is_activated("splice")
+            else []
+        ),
+        base_in_finetuned=(
+            expand(
+                "results/compare/layer_{layer}/spliced_base_into_finetuned.json",
+                layer=LAYERS,
+            )
+            if is_activated("splice")
+            else []
+        ),
+    output:
+        table=report(
+            "results/sae/sae_summary.csv",
+            caption="../report/sae_summary.rst",
+            category="SAE training",
+            labels={"table": "all SAEs: FVU and spliced-in"},
+        ),
+        json="results/sae/sae_summary.json",
+        figure=report(
+            "results/sae/sae_summary.png",
+            caption="../report/sae_summary.rst",
+            category="SAE training",
+            labels={"figure": "all SAEs: FVU and spliced-in"},
+        ),
+    log:
+        "logs/sae/summarize_saes.log",
+    threads: 1
+    params:
+        saes=[(m, layer) for m in MODELS for layer in LAYERS],
+        layers=LAYERS,
+    script:
+        "../scripts/summarize_saes.py"
+
+
+# An SAE trained elsewhere replaces train_sae for its model × layer: the same sae/
+# and metrics.json (held-out figures measured here), no training curve.
+if IMPORTED_SAES:
+
+    ruleorder: import_sae > train_sae
+
+    rule import_sae:
+        input:
+            folder=lambda wc: IMPORTED_SAES[wc.imported],
+            acts=lambda wc: expand(
+                "results/activations/{imported}/{corpus}.h5",
+                imported=wc.imported,
+                corpus=CORPORA,
+            ),
+        output:
+            sae=directory("results/sae/{imported}/sae"),
+            metrics="results/sae/{imported}/metrics.json",
+        log:
+            "logs/sae/import/{imported}.log",
+        wildcard_constraints:
+            imported="|".join(re.escape(k) for k in IMPORTED_SAES),
+        threads: 1
+        params:
+            holdout_fraction=SAE_CFG.holdout_fraction,
+            batch_size=FEATURE_CFG.batch_size,
+            device=config["device"],
+        script:
+            "../scripts/import_sae.py"

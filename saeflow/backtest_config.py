@@ -81,7 +81,7 @@ class HeadlineFeatureConfig(_FromDict):
     """Features per headline."""
 
     layers: list[int] | None = None
-    """SAE layers used (None: all of activations.layers)."""
+    """SAE layers used (None: the preset's layers, those SAEs are trained for)."""
     top_features: int = 32
     """Most domain-specialized features kept per layer."""
     pooling: Literal["mean", "max"] = "mean"

@@ -68,11 +68,23 @@ def comparison_reports(
     tops: dict[int, pd.DataFrame],
     top_n: int,
     notes: dict[str, Any],
+    spliced: dict[int, dict[str, Any]] | None = None,
 ) -> ComparisonReports:
-    """Combine per-layer comparison summaries, transfer FVUs and top tables."""
+    """Combine per-layer comparison summaries, transfer FVUs and top tables.
+
+    `spliced` (the splice stage's base SAE spliced into the fine-tuned model, per
+    layer) adds its fraction of loss recovered and accuracy, when given.
+    """
     rows = []
     for layer, s in sorted(layers.items()):
         t = transfers[layer]
+        downstream = {}
+        if spliced is not None:
+            sae = spliced[layer]["conditions"]["sae"]
+            downstream = {
+                "base_sae_in_finetuned_recovered": sae["fraction_recovered"],
+                "base_sae_in_finetuned_accuracy": sae["accuracy"],
+            }
         rows.append(
             {
                 "layer": layer,
@@ -93,6 +105,7 @@ def comparison_reports(
                 "fvu_finetuned_own": t["fvu_finetuned_own"],
                 "fvu_transfer": t["fvu_transfer"],
                 "fvu_reverse_transfer": t["fvu_reverse_transfer"],
+                **downstream,
                 "n_tokens": s["n_tokens"],
             }
         )
@@ -125,6 +138,9 @@ def comparison_reports(
         "per_layer": overlap.to_dict(orient="records"),
         "layer_details": {str(k): v for k, v in sorted(layers.items())},
         "transfer": {str(k): v for k, v in sorted(transfers.items())},
+        "spliced_base_into_finetuned": {
+            str(k): v for k, v in sorted((spliced or {}).items())
+        },
         "top_features": top.head(20)[
             [
                 "rank",
@@ -157,4 +173,7 @@ DEFINITIONS = {
     "lost": "base feature that is no fine-tuned feature's matched partner",
     "specialization": "mean activation on domain text minus on general text",
     "transfer FVU": "base SAE's held-out FVU on the fine-tuned model's activations",
+    "base SAE in fine-tuned": "the base SAE's reconstruction spliced into the "
+    "fine-tuned classifier at its layer: fraction of loss recovered, (L_zero - "
+    "L_sae) / (L_zero - L_clean), and accuracy (splice stage)",
 }

@@ -108,8 +108,12 @@ def make_comparison_summary(
     top_n: int,
     preset: Any,
     outs: dict[str, str],
+    spliced: dict[int, str] | None = None,
 ) -> None:
-    """Cross-layer overlap table, top compared features, comparison_summary.json."""
+    """Cross-layer overlap table, top compared features, comparison_summary.json.
+
+    `spliced`: the base SAE spliced into the fine-tuned model, per layer, if run.
+    """
     synthetic = float(
         pd.read_parquet(corpus, columns=["synthetic"])["synthetic"].mean()
     )
@@ -128,6 +132,7 @@ def make_comparison_summary(
         {layer: pd.read_csv(p) for layer, p in tops.items()},
         top_n,
         notes,
+        {layer: _read_json(p) for layer, p in spliced.items()} if spliced else None,
     )
     write_csv(reports.overlap, outs["overlap"])
     write_csv(reports.top, outs["top"])

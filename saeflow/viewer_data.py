@@ -217,8 +217,13 @@ def make_viewer_manifest(
     finetune_metrics: str | Path | None,
     hist_bins: int,
     out: str | Path,
+    sae_summary: str | Path | None = None,
 ) -> None:
-    """Write manifest.json: what the viewer may serve and what was not built."""
+    """Write manifest.json: what the viewer may serve and what was not built.
+
+    `sae_summary` (results/sae/sae_summary.json) gives each SAE's held-out FVU
+    and spliced-in result, shown above its feature table.
+    """
     preds = pd.read_parquet(headlines, columns=["prediction"])["prediction"]
     parts = {**parts, "classifier": bool(preds.notna().any())}
     available = {
@@ -235,6 +240,7 @@ def make_viewer_manifest(
             "metrics": available,
             "hist_bins": hist_bins,
             "notes": run_notes(corpus, finetune_metrics),
+            "saes": json.loads(Path(sae_summary).read_text()) if sae_summary else {},
         },
         out,
     )

@@ -144,6 +144,7 @@ class RunData:
             else f"{self.root.parent.name}/results",
             **{k: self.manifest[k] for k in ("models", "layers", "metrics", "parts")},
             "notes": self.manifest.get("notes", {}),
+            "saes": self.manifest.get("saes", {}),
             "hist_bins": self.manifest.get("hist_bins"),
         }
 

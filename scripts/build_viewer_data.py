@@ -13,4 +13,5 @@ with job(snakemake) as sm:  # noqa: F821
         sm.input.get("metrics"),
         sm.params.hist_bins,
         sm.output.manifest,
+        sm.input.get("saes"),
     )

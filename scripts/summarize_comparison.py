@@ -13,4 +13,5 @@ with job(snakemake) as sm:  # noqa: F821
         sm.params.top_n,
         sm.params.preset,
         dict(sm.output.items()),
+        dict(zip(layers, sm.input.spliced, strict=True)) if sm.input.spliced else None,
     )

@@ -331,6 +331,15 @@ def test_comparison_reports_combine_layers(setup):
     assert list(rep.overlap["layer"]) == [1, 2] and len(rep.top) == 15
     assert rep.summary["overlap_first_layer"] == 1.0
     assert rep.summary["layers"] == [1, 2] and "definitions" in rep.summary
+    assert "base_sae_in_finetuned_recovered" not in rep.overlap
+    # The splice stage's base SAE in the fine-tuned model joins per layer.
+    spliced = {
+        layer: {"conditions": {"sae": {"fraction_recovered": f, "accuracy": 0.9}}}
+        for layer, f in ((1, 0.8), (2, 0.4))
+    }
+    rep = comparison_reports(layers, transfers, tops, 15, {}, spliced)
+    assert list(rep.overlap["base_sae_in_finetuned_recovered"]) == [0.8, 0.4]
+    assert rep.summary["spliced_base_into_finetuned"]["2"] == spliced[2]
 
 
 @pytest.mark.parametrize(

@@ -244,3 +244,47 @@ def test_real_saelens_loads_export(tmp_path):
     code, want = ours(sae, x)
     assert_close(acts, code, atol=1e-5, rtol=0)
     assert_close(recon, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_imported_sae_replaces_training_with_the_same_downstream(tiny_run, tmp_path):
+    """imported_saes: a run's own SAE exported to SAELens' layout and imported
+    back is used in place of train_sae; its held-out FVU and feature statistics
+    are ours to float32 rounding (scale folded in, see saeflow.sae_export)."""
+    import shutil
+
+    import pandas as pd
+    from conftest import edited_config, planned_jobs, snakemake
+
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    layer = work / "results/sae/base/layer_1"
+    exported = export_saelens(TopKSAE.load(layer / "sae"), tmp_path / "lens", "h")
+    cfg = edited_config(
+        work,
+        "imported.yaml",
+        lambda c: c.update(imported_saes={"base/layer_1": str(exported)}),
+    )
+    stats = "results/features/base/layer_1/domain_stats.parquet"
+    before = pd.read_parquet(work / stats)
+    trained = json.loads((layer / "metrics.json").read_text())["eval"]
+    result = snakemake(work, "--cores", "2", stats, config=cfg)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert planned_jobs(result) == {"import_sae": 1, "compute_feature_stats": 1}
+    metrics = json.loads((layer / "metrics.json").read_text())
+    assert metrics["imported_from"] == str(exported)
+    assert metrics["layout"] == "saelens"
+    assert metrics["eval"]["fvu"] == pytest.approx(trained["fvu"], rel=1e-5)
+    assert metrics["eval"]["n_tokens"] == trained["n_tokens"]
+    after = pd.read_parquet(work / stats)
+    pd.testing.assert_frame_equal(after, before, rtol=1e-5, atol=1e-6)
+    # No training curve is asked of an imported SAE.
+    dry = snakemake(work, "-n", config=cfg)
+    assert "train_sae" not in planned_jobs(dry), dry.stdout[-3000:]
+    bad = edited_config(
+        work, "bad.yaml", lambda c: c.update(imported_saes={"base/layer_9": "x"})
+    )
+    refused = snakemake(work, "-n", config=bad)
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert "imported_saes: 'base/layer_9': layer 9 is not among" in message

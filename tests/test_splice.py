@@ -185,7 +185,8 @@ def test_heldout_texts_from_cache_tail(tmp_path):
 @pytest.mark.slow
 def test_splice_rules_in_the_real_workflow(tiny_run, tmp_path):
     """splice.activate adds one job per model × layer plus the base SAE spliced
-    into the fine-tuned model, nothing else; each writes its conditions."""
+    into the fine-tuned model, and refreshes the summaries that show them
+    (SAE summary, comparison, viewer manifest); each writes its conditions."""
     import json
     import shutil
 
@@ -201,6 +202,10 @@ def test_splice_rules_in_the_real_workflow(tiny_run, tmp_path):
     assert planned_jobs(result) == {
         "evaluate_spliced": 4,
         "evaluate_spliced_base_into_finetuned": 2,
+        "summarize_saes": 1,
+        "summarize_comparison": 1,
+        "plot_comparison": 1,
+        "build_viewer_data": 1,
         "all": 1,
     }
     out = json.loads((work / "results/sae/finetuned/layer_1/spliced.json").read_text())
@@ -212,3 +217,15 @@ def test_splice_rules_in_the_real_workflow(tiny_run, tmp_path):
     assert base["conditions"]["clean"]["cosine_to_clean"] == pytest.approx(1.0)
     into = work / "results/compare/layer_1/spliced_base_into_finetuned.json"
     assert json.loads(into.read_text())["kind"] == "classifier"
+    # The classifier's last layer (2) has nothing to recover: its row stays empty.
+    summary = pd.read_csv(work / "results/sae/sae_summary.csv").set_index(
+        ["model", "layer"]
+    )
+    assert summary["splice_kind"].notna().all()
+    recovered = summary["spliced_recovered"]
+    assert recovered.drop(("finetuned", 2)).notna().all()
+    assert summary.loc[("base", 1), "in_finetuned_recovered"] > 0
+    overlap = pd.read_csv(work / "results/compare/overlap_by_layer.csv")
+    assert overlap.loc[0, "base_sae_in_finetuned_recovered"] > 0
+    manifest = json.loads((work / "results/viewer/manifest.json").read_text())
+    assert manifest["saes"]["finetuned/layer_1"]["splice_kind"] == "classifier"

@@ -240,6 +240,8 @@ def test_browser_headlines_chip_opens_feature(server, tmp_path):
             ec.presence_of_all_elements_located((By.CSS_SELECTOR, "#ft-table tbody tr"))
         )
         assert len(rows) == 50  # one page, not the whole table
+        # How good this SAE is, from results/sae/sae_summary.json.
+        assert "held-out FVU" in driver.find_element(By.ID, "ft-sae").text
         driver.find_element(By.ID, "tab-headlines").click()
         chips = driver.find_elements(By.CSS_SELECTOR, "#hl-list .chip")
         first = chips[0].text.split(":")[0]  # "Feature 12"

@@ -138,6 +138,7 @@ async function loadFeatures() {
     });
     s.total = page.total;
     $("#ft-metric-head").textContent = s.metric.replaceAll("_", " ");
+    $("#ft-sae").textContent = saeQuality(state.meta.saes[`${s.model}/layer_${s.layer}`]);
     $("#ft-table tbody").replaceChildren(...page.items.map((f) => {
       const tr = el("tr", { "data-id": f.feature, onclick: () => openFeature(s.model, s.layer, f.feature, true) },
         el("td", { text: f.feature }),
@@ -149,6 +150,20 @@ async function loadFeatures() {
     $("#ft-range").textContent = ` ${page.offset + 1}–${page.offset + page.items.length} of ${page.total} `;
     showError(null);
   } catch (err) { showError(err); }
+}
+
+// One line on how good this SAE is: reconstruction, and the model run with it.
+function saeQuality(s) {
+  if (!s) return "";
+  const out = [`SAE: ${s.n_latents} latents, k ${s.k}, held-out FVU ${fmt(s.fvu, 3)}`];
+  if (s.spliced_recovered != null) {
+    out.push(`spliced into its model: ${pct(s.spliced_recovered)} ${s.splice_metric.replace("fraction of ", "of ")} (mean ablation ${pct(s.mean_ablation_recovered)})`);
+  } else if (s.splice_kind) {
+    out.push("spliced into its model: nothing to recover (zeroing this layer changes no output)");
+  }
+  if (s.in_finetuned_recovered != null) out.push(`in the fine-tuned model: ${pct(s.in_finetuned_recovered)} of loss recovered`);
+  if (s.source && s.source !== "trained") out.push(`imported from ${s.source}`);
+  return out.join(" · ");
 }
 
 function histogram(h) {

@@ -1,0 +1,13 @@
+"""Rule summarize_saes: every SAE's held-out FVU beside its spliced-in result."""
+
+from saeflow.job import job
+from saeflow.sae_summary import make_sae_summary
+
+with job(snakemake) as sm:  # noqa: F821
+    keys = sm.params.saes
+    make_sae_summary(
+        dict(zip(keys, sm.input.metrics, strict=True)),
+        dict(zip(keys, sm.input.spliced, strict=False)),
+        dict(zip(sm.params.layers, sm.input.base_in_finetuned, strict=False)),
+        dict(sm.output.items()),
+    )
