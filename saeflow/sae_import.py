@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from saeflow.io import write_json
-
 KEY = re.compile(r"^(?P<model>[a-z]+)/layer_(?P<layer>\d+)$")
 
 
@@ -52,6 +50,7 @@ def make_imported_sae(
     """Convert `folder` to our layout and measure it on this run's held-out rows."""
     from saeflow.data import ActivationSource
     from saeflow.device import pick_device
+    from saeflow.io import write_json
     from saeflow.sae_export import detect_layout, import_sae
     from saeflow.train import evaluate
 

@@ -22,7 +22,6 @@ import pandas as pd  # noqa: E402
 
 from saeflow.io import write_csv, write_json  # noqa: E402
 from saeflow.plots import save_figure  # noqa: E402
-from saeflow.splice import CONDITIONS  # noqa: E402
 
 SPLICE_METRIC = {
     "classifier": "fraction of loss recovered",
@@ -44,7 +43,7 @@ def spliced_columns(spliced: dict[str, Any]) -> dict[str, Any]:
     for metric in ("loss", "accuracy", "cosine_to_clean", "kl_from_clean"):
         if metric in cond["clean"]:
             # Cosine and KL of clean to itself are 1 and 0 by definition.
-            names = CONDITIONS if metric in ("loss", "accuracy") else CONDITIONS[1:]
+            names = [n for n in cond if metric in ("loss", "accuracy") or n != "clean"]
             row |= {f"{metric}_{name}": cond[name][metric] for name in names}
     row["splice_texts"] = spliced.get("texts")
     return row
