@@ -1,4 +1,4 @@
-"""Time and peak memory of matching one layer pair of SAEs (saeflow.matching).
+"""Time and peak memory of matching one layer pair of SAEs (saeflow.compare.matching).
 
 Parts, each run in its own child process so that its peak RSS is its own:
 
@@ -30,9 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from saeflow.coactivation import Codes, correlation_blocks, moments
-from saeflow.matching import assign, cosine_blocks, null_sae, null_threshold
-from saeflow.sae import SAEShape, TopKSAE
+from saeflow.compare.coactivation import Codes, correlation_blocks, moments
+from saeflow.compare.matching import assign, cosine_blocks, null_sae, null_threshold
+from saeflow.sae.model import SAEShape, TopKSAE
 
 
 def peak_mb() -> float:

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from labels_server import ChatServer  # noqa: E402
 
-from saeflow.labelers import HTTPLabeler  # noqa: E402
-from saeflow.labeling_config import LabelerConfig  # noqa: E402
+from saeflow.labels.config import LabelerConfig  # noqa: E402
+from saeflow.labels.labelers import HTTPLabeler  # noqa: E402
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from saeflow.labelers import prepare_labeler_model
-from saeflow.labeling_config import LabelsConfig, load_templates
-from saeflow.labels import make_labels
+from saeflow.labels.config import LabelsConfig, load_templates
+from saeflow.labels.labelers import prepare_labeler_model
+from saeflow.labels.labeling import make_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELERS = {

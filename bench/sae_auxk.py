@@ -11,7 +11,7 @@ CPU. For each dead fraction it times, interleaved round by round (median):
   token's top ``aux_k``).
 
 The trainer takes ``dense`` while the dead latents number at most
-``AUX_DENSE_FACTOR × aux_k`` (`saeflow.sae`).
+``AUX_DENSE_FACTOR × aux_k`` (`saeflow.sae.model`).
 
     python bench/sae_auxk.py --rounds 8
 """
@@ -24,8 +24,8 @@ import time
 
 import torch
 
-import saeflow.sae as sae_module
-from saeflow.sae import SAEShape, TopKSAE
+import saeflow.sae.model as sae_module
+from saeflow.sae.model import SAEShape, TopKSAE
 
 SHAPES = [(1024, 384, 3072, 32), (4096, 384, 12288, 32)]
 """(N, D, M, k): the default run's SAE, and the issue's first benchmark shape."""

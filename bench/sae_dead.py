@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saeflow.config import SAEConfig
-from saeflow.data import ActivationSource
-from saeflow.sae import TopKSAE
+from saeflow.sae.data import ActivationSource
+from saeflow.sae.model import TopKSAE
+from saeflow.workflow.config import SAEConfig
 
 
 @torch.no_grad()

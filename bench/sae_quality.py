@@ -11,7 +11,7 @@ Data (either or both):
 Methods, each on the same batches in the same order (saeflow's shuffled reader)
 and scored on the same held-out tokens:
 
-* ``ours``: `saeflow.train.Trainer` with the given config (default: schedule-free
+* ``ours``: `saeflow.sae.trainer.Trainer` with the given config (default: schedule-free
   sign-SGD) on the optimized kernels path;
 * ``ours-ref``: the same with ``SAEFLOW_DISABLE_TRITON=1`` (torch references);
 * ``ours-adam``: Adam at lr 2e-4 / sqrt(M / 2^14) (the spine's former default);
@@ -40,9 +40,15 @@ import h5py
 import numpy as np
 import torch
 
-from saeflow.config import SAEConfig
-from saeflow.data import ActivationSource
-from saeflow.train import Trainer, TrainingRun, _epoch_rng, dead_fraction, evaluate
+from saeflow.sae.data import ActivationSource
+from saeflow.sae.trainer import (
+    Trainer,
+    TrainingRun,
+    _epoch_rng,
+    dead_fraction,
+    evaluate,
+)
+from saeflow.workflow.config import SAEConfig
 
 
 def synthetic_cache(path: Path, n: int, d: int, n_dirs: int, k: int, seed: int) -> None:

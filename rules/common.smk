@@ -1,7 +1,7 @@
 import os
 import re
 
-from saeflow.config import (
+from saeflow.workflow.config import (
     ActivationConfig,
     CorpusConfig,
     FeatureConfig,
@@ -12,8 +12,8 @@ from saeflow.config import (
     resolve_layers,
     validate_config,
 )
-from saeflow.backtest_config import BacktestConfig
-from saeflow.sae_import import imported_saes
+from saeflow.backtest.config import BacktestConfig
+from saeflow.sae.imported import imported_saes
 
 # `--config sae={k: 16}` reaches here merged into the config file's `sae` block,
 # but with "16" a string (Snakemake's parser leaves nested values untyped): type
@@ -64,7 +64,7 @@ wildcard_constraints:
 # With --executor slurm: partitions, accounts and GPU requests are checked against
 # the scheduler once the DAG is known, before any job is submitted.
 onstart:
-    from saeflow.cluster import preflight
+    from saeflow.workflow.cluster import preflight
 
     preflight(workflow)
 

@@ -1,6 +1,6 @@
 # Base vs fine-tuned: which features fine-tuning created, changed or removed, per
 # layer (matching, null thresholds, deltas, transfer FVU), then across layers.
-from saeflow.config import CompareConfig
+from saeflow.workflow.config import CompareConfig
 
 # Built here so that bad combinations fail before any job. Params are plain dicts
 # in the dataclass' field order, so that Snakemake sees (and reruns on) every

@@ -1,6 +1,6 @@
 # Examples per SAE feature (top contexts, quantile samples, negatives), stored
 # once for the labels stage and the viewer.
-from saeflow.labeling_config import ExampleConfig
+from saeflow.examples.config import ExampleConfig
 
 EXAMPLE_CFG = ExampleConfig.from_dict(config["examples"], "examples: ")
 

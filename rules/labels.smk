@@ -3,7 +3,7 @@
 # baseline in the same run.
 from pathlib import Path
 
-from saeflow.labeling_config import LabelsConfig, load_templates
+from saeflow.labels.config import LabelsConfig, load_templates
 
 LABELS_CFG = LabelsConfig.from_dict(config["labels"], "labels: ")
 LABEL_KEYS = [(m, layer) for m in LABELS_CFG.models for layer in LAYERS]

@@ -2,7 +2,7 @@
 # model on held-out texts (results/sae/.../spliced.json), and the base SAE goes
 # into the fine-tuned model: does the base dictionary carry what the classifier
 # uses? Both against the clean model and zero- and mean-ablated layers.
-from saeflow.config import SpliceConfig
+from saeflow.workflow.config import SpliceConfig
 
 SPLICE_CFG = SpliceConfig.from_dict(config["splice"], "splice: ")
 

@@ -1,7 +1,7 @@
 # The feature viewer's data (`saeflow view` serves it): per model × layer feature
 # tables and histograms, per-headline predictions and features, examples sorted
 # by feature, and a manifest saying which optional stages were built.
-from saeflow.viewer_config import ViewerConfig
+from saeflow.viewer.config import ViewerConfig
 
 VIEWER_CFG = ViewerConfig.from_dict(config["viewer"], "viewer: ")
 

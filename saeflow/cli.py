@@ -11,15 +11,21 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "view": ("saeflow.viewer_app", "serve the feature viewer on 127.0.0.1"),
-    "audit": ("saeflow.audit", "trace a result back to corpora and config; flag stale"),
-    "check-cluster": ("saeflow.cluster", "check a SLURM profile against sinfo"),
+    "view": ("saeflow.viewer.app", "serve the feature viewer on 127.0.0.1"),
+    "audit": (
+        "saeflow.workflow.audit",
+        "trace a result back to corpora and config; flag stale",
+    ),
+    "check-cluster": (
+        "saeflow.workflow.cluster",
+        "check a SLURM profile against sinfo",
+    ),
     "export": (
-        "saeflow.sae_export",
+        "saeflow.sae.export",
         "convert an SAE to or from SAELens' and sparsify's layouts",
     ),
     "export-features": (
-        "saeflow.neuronpedia",
+        "saeflow.viewer.neuronpedia",
         "write Neuronpedia-style JSON per feature of a finished run",
     ),
 }

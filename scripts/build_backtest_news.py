@@ -1,7 +1,7 @@
 """Rule build_backtest_news: dated headlines of one backtest scenario."""
 
-from saeflow.backtest_stages import make_backtest_news
-from saeflow.job import job
+from saeflow.backtest import make_backtest_news
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821 - injected by Snakemake
     make_backtest_news(

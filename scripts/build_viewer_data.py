@@ -1,7 +1,7 @@
 """Rule build_viewer_data: the viewer's manifest (models, layers, parts built)."""
 
-from saeflow.job import job
-from saeflow.viewer_data import make_viewer_manifest
+from saeflow.viewer import make_viewer_manifest
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_viewer_manifest(

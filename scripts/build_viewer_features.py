@@ -1,7 +1,7 @@
 """Rule build_viewer_features: one model × layer's feature table and histograms."""
 
-from saeflow.job import job
-from saeflow.viewer_data import make_viewer_features
+from saeflow.viewer import make_viewer_features
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_viewer_features(

@@ -1,7 +1,7 @@
 """Rule build_viewer_headlines: predictions and top features of every headline."""
 
-from saeflow.job import job
-from saeflow.viewer_headlines import make_viewer_headlines
+from saeflow.viewer import make_viewer_headlines
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     layers = sm.params.layers

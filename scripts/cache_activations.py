@@ -1,7 +1,7 @@
 """Rule cache_activations: one model × one corpus → one HDF5 file per layer."""
 
-from saeflow.job import job
-from saeflow.stages import make_activations
+from saeflow.activations import make_activations
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_activations(

@@ -1,7 +1,7 @@
 """Rule collect_feature_examples: SAE + both corpora's activations → examples."""
 
 from saeflow.examples import make_examples
-from saeflow.job import job
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_examples(

@@ -1,7 +1,7 @@
 """Rule compute_feature_stats: SAE + one corpus' activations → per-feature stats."""
 
-from saeflow.job import job
-from saeflow.stages import make_feature_stats
+from saeflow.features import make_feature_stats
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_feature_stats(

@@ -1,7 +1,7 @@
 """Rule compute_headline_features: SAE features and sentiment of each headline."""
 
-from saeflow.backtest_stages import make_headline_features
-from saeflow.job import job
+from saeflow.backtest import make_headline_features
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821 - injected by Snakemake
     layers = list(sm.params.layers)

@@ -1,7 +1,7 @@
 """Rules evaluate_spliced*: one SAE spliced into a model at its layer."""
 
-from saeflow.compare_stages import make_spliced
-from saeflow.job import job
+from saeflow.splice import make_spliced
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_spliced(

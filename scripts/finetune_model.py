@@ -1,7 +1,7 @@
 """Rule finetune_model: base model + labelled domain corpus → fine-tuned model."""
 
-from saeflow.job import job
-from saeflow.stages import make_finetuned
+from saeflow.models import make_finetuned
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_finetuned(

@@ -1,7 +1,7 @@
 """Rule import_sae: an SAE trained elsewhere → this model × layer's SAE files."""
 
-from saeflow.job import job
-from saeflow.sae_import import make_imported_sae
+from saeflow.sae import make_imported_sae
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_imported_sae(

@@ -1,7 +1,7 @@
 """Rule label_features: label the chosen features with an LLM and score them."""
 
-from saeflow.job import job
 from saeflow.labels import make_labels
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     keys = [tuple(k) for k in sm.params.label_keys]

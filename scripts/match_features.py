@@ -1,8 +1,8 @@
 """Rule match_features: one layer's base and fine-tuned SAEs → matched features."""
 
-from saeflow.compare_stages import make_layer_comparison
-from saeflow.config import CompareConfig
-from saeflow.job import job
+from saeflow.compare import make_layer_comparison
+from saeflow.workflow import job
+from saeflow.workflow.config import CompareConfig
 
 with job(snakemake) as sm:  # noqa: F821
     corpora = sm.params.corpora

@@ -1,7 +1,7 @@
 """Rule measure_transfer: held-out FVU of each SAE of a layer on both models."""
 
-from saeflow.compare_stages import make_transfer
-from saeflow.job import job
+from saeflow.compare import make_transfer
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_transfer(

@@ -1,8 +1,8 @@
 """Rule plot_comparison: comparison tables → the four comparison figures."""
 
-from saeflow.compare_stages import make_comparison_figures
-from saeflow.config import ComparePlotConfig
-from saeflow.job import job
+from saeflow.compare import make_comparison_figures
+from saeflow.workflow import job
+from saeflow.workflow.config import ComparePlotConfig
 
 with job(snakemake) as sm:  # noqa: F821
     make_comparison_figures(

@@ -1,8 +1,8 @@
 """Rule prepare_labeler: GGUF labeler → transformers folder, converted once."""
 
-from saeflow.job import job
-from saeflow.labelers import prepare_labeler_model
-from saeflow.labeling_config import LabelerConfig
+from saeflow.labels import prepare_labeler_model
+from saeflow.labels.config import LabelerConfig
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     prepare_labeler_model(

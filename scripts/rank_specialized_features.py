@@ -1,7 +1,7 @@
 """Rule rank_specialized_features: domain vs general stats → ranked features."""
 
-from saeflow.job import job
-from saeflow.stages import make_layer_ranking
+from saeflow.features import make_layer_ranking
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_layer_ranking(

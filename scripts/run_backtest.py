@@ -1,7 +1,7 @@
 """Rule run_backtest: walk-forward model, strategy, metrics and figures."""
 
-from saeflow.backtest_stages import make_backtest
-from saeflow.job import job
+from saeflow.backtest import make_backtest
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821 - injected by Snakemake
     make_backtest(

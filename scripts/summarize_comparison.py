@@ -1,7 +1,7 @@
 """Rule summarize_comparison: per-layer comparisons → cross-layer tables and JSON."""
 
-from saeflow.compare_stages import make_comparison_summary
-from saeflow.job import job
+from saeflow.compare import make_comparison_summary
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     layers = sm.params.layers

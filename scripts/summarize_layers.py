@@ -1,7 +1,7 @@
 """Rule summarize_layers: per-layer rankings of one model → cross-layer reports."""
 
-from saeflow.job import job
-from saeflow.stages import make_model_summary
+from saeflow.features import make_model_summary
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_model_summary(

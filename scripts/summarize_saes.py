@@ -1,7 +1,7 @@
 """Rule summarize_saes: every SAE's held-out FVU beside its spliced-in result."""
 
-from saeflow.job import job
-from saeflow.sae_summary import make_sae_summary
+from saeflow.sae import make_sae_summary
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     keys = sm.params.saes

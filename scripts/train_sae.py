@@ -5,8 +5,8 @@ The default SAE goes where downstream rules read it; `sae.variants` go under
 data-parallel under torchrun with N ranks.
 """
 
-from saeflow.job import job
-from saeflow.sae_job import make_saes
+from saeflow.sae import make_saes
+from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     make_saes(

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import TEXTS
 
-import saeflow.activations as activations
+import saeflow.activations.cache as activations
 from saeflow import __version__
-from saeflow.activations import cache_activations
-from saeflow.config import ActivationConfig
-from saeflow.models import load_encoder, load_tokenizer, weights_hash
+from saeflow.activations.cache import cache_activations
+from saeflow.models.loading import load_encoder, load_tokenizer, weights_hash
+from saeflow.workflow.config import ActivationConfig
 
 DOC_IDS = [f"d{i}" for i in range(len(TEXTS))]
 MAX_LENGTH = 12  # shorter than every text: each has at least two windows

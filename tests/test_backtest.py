@@ -6,19 +6,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saeflow.backtest import build_panel, run_backtest
-from saeflow.backtest_config import BacktestConfig
-from saeflow.backtest_metrics import deflated_sharpe, expected_max_sharpe, performance
-from saeflow.backtest_news import build_planted_news
-from saeflow.market_data import (
+from saeflow.backtest.config import BacktestConfig
+from saeflow.backtest.market_data import (
     DataError,
     load_djia_news,
     load_headlines,
     load_prices,
     offline_prices,
 )
-from saeflow.timing import TimingError, decision_days, price_feature
-from saeflow.walkforward import walk_forward_folds
+from saeflow.backtest.metrics import deflated_sharpe, expected_max_sharpe, performance
+from saeflow.backtest.news import build_planted_news
+from saeflow.backtest.run import build_panel, run_backtest
+from saeflow.backtest.timing import TimingError, decision_days, price_feature
+from saeflow.backtest.walkforward import walk_forward_folds
 
 TICKERS = ["AAA", "BBB", "CCC"]
 
@@ -231,8 +231,11 @@ def test_djia_layout_loader(tmp_path):
 def test_headline_features_pool_sae_features_and_sentiment(tmp_path, tiny_bert):
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from saeflow.headline_features import headline_features, parse_feature_column
-    from saeflow.sae import SAEShape, TopKSAE
+    from saeflow.backtest.headline_features import (
+        headline_features,
+        parse_feature_column,
+    )
+    from saeflow.sae.model import SAEShape, TopKSAE
 
     model = BertForSequenceClassification.from_pretrained(
         tiny_bert,

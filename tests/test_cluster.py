@@ -1,4 +1,4 @@
-"""Pre-flight checks (saeflow/cluster.py) against the shipped profiles, and the
+"""Pre-flight checks (saeflow/workflow/cluster.py) against the shipped profiles, and the
 provenance helpers that need no workflow run. The checks against a real
 scheduler are in tests/test_slurm.py."""
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeflow.cluster import (
+from saeflow.workflow.cluster import (
     GPU_RULES,
     ClusterInfo,
     JobRequest,
@@ -15,7 +15,7 @@ from saeflow.cluster import (
     gpus_requested,
     requests_from_profile,
 )
-from saeflow.provenance import record_path, sha256_path
+from saeflow.workflow.provenance import record_path, sha256_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ClusterInfo(

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from saeflow.coactivation import (
+from saeflow.compare.coactivation import (
     Codes,
     TokenAlignmentError,
     align_tokens,
@@ -19,19 +19,19 @@ from saeflow.coactivation import (
     moments,
     subsample_docs,
 )
-from saeflow.compare import choose_null, compare_layer
-from saeflow.compare_reports import comparison_reports, transfer_fvu
-from saeflow.config import CompareConfig, ConfigError, resolve_layers
-from saeflow.data import ActivationSource
-from saeflow.matching import (
+from saeflow.compare.layer import choose_null, compare_layer
+from saeflow.compare.matching import (
     TopCandidates,
     assign,
     bootstrap_fraction,
     cosine_blocks,
     null_sae,
 )
-from saeflow.sae import SAEShape, TopKSAE
-from saeflow.train import evaluate
+from saeflow.compare.reports import comparison_reports, transfer_fvu
+from saeflow.sae.data import ActivationSource
+from saeflow.sae.model import SAEShape, TopKSAE
+from saeflow.sae.trainer import evaluate
+from saeflow.workflow.config import CompareConfig, ConfigError, resolve_layers
 
 D, M, K = 32, 256, 4
 CFG = CompareConfig(n_bootstrap=50, top_n=10, batch_size=512)
@@ -55,7 +55,7 @@ def sparse_data(sae: TopKSAE, n: int, seed: int) -> np.ndarray:
 
 
 def write_cache(path, acts: np.ndarray, n_docs: int, token_id=None) -> None:
-    """An activation cache like saeflow.activations writes: acts, doc, window,
+    """An activation cache like saeflow.activations.cache writes: acts, doc, window,
     pos, token_id, doc_ids."""
     n = len(acts)
     doc = np.repeat(np.arange(n_docs), int(np.ceil(n / n_docs)))[:n]

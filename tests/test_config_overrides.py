@@ -6,7 +6,7 @@ import pytest
 from conftest import planned_jobs, snakemake
 from snakemake.cli import parse_config
 
-from saeflow.config import apply_cli_overrides, typed_overrides, yaml_scalar
+from saeflow.workflow.config import apply_cli_overrides, typed_overrides, yaml_scalar
 
 
 def test_cli_values_are_typed_as_yaml():

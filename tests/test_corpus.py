@@ -14,15 +14,15 @@ import huggingface_hub
 import pandas as pd
 import pytest
 
-from saeflow.config import CorpusConfig
-from saeflow.corpus import (
+from saeflow.corpus.build import (
     CORPUS_COLUMNS,
     build_corpus,
     load_hf_dataset,
     load_local_table,
     write_corpus,
 )
-from saeflow.corpus_general import general_corpus, is_finance, split_passages
+from saeflow.corpus.general import general_corpus, is_finance, split_passages
+from saeflow.workflow.config import CorpusConfig
 
 ROWS = pd.DataFrame(
     {

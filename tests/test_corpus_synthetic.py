@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from saeflow.corpus_synthetic import EVENTS, SENTIMENTS, generate_headlines
+from saeflow.corpus.synthetic import EVENTS, SENTIMENTS, generate_headlines
 
 TICKERS = ["MSFT", "AMZN", "NVDA"]
 COLUMNS = [

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from saeflow.data import ActivationSource, iter_rows
+from saeflow.sae.data import ActivationSource, iter_rows
 
 
 def write_acts(path, n: int, d: int = 4, chunk: int = 10, first_id: int = 0):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from saeflow.examples import (
+from saeflow.examples.collect import (
     EXAMPLE_COLUMNS,
     ExampleConfig,
     collect_examples,
@@ -15,7 +15,7 @@ from saeflow.examples import (
     make_examples,
     open_corpus,
 )
-from saeflow.sae import SAEShape, TopKSAE
+from saeflow.sae.model import SAEShape, TopKSAE
 
 D, M, K = 8, 12, 3
 CFG = ExampleConfig(

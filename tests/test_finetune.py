@@ -6,10 +6,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertModel
 
-from saeflow.config import FinetuneConfig
-from saeflow.corpus_synthetic import generate_headlines
-from saeflow.finetune import FinetuneResult, finetune, split_labelled
-from saeflow.models import load_encoder
+from saeflow.corpus.synthetic import generate_headlines
+from saeflow.models.finetune import FinetuneResult, finetune, split_labelled
+from saeflow.models.loading import load_encoder
+from saeflow.workflow.config import FinetuneConfig
 
 CFG = FinetuneConfig(
     epochs=1.0, lr=1e-3, batch_size=16, max_length=24, eval_fraction=0.2

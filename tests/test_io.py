@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saeflow.io import atomic_path, write_csv, write_json, write_parquet
+from saeflow.workflow.io import atomic_path, write_csv, write_json, write_parquet
 
 
 class Boom(Exception):

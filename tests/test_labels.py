@@ -14,20 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saeflow.config import ConfigError
-from saeflow.examples import EXAMPLE_COLUMNS
-from saeflow.label_prompts import (
-    clean_label,
-    firing_tokens,
-    label_problem,
-    render_prompt,
-    render_tokens,
-    repeated_labels,
-    strong_tokens,
-)
-from saeflow.label_scoring import Embedder, score
-from saeflow.label_truth import event_purity, names_event
-from saeflow.labelers import (
+from saeflow.examples.collect import EXAMPLE_COLUMNS
+from saeflow.labels.config import LabelerConfig, LabelsConfig, load_templates
+from saeflow.labels.labelers import (
     AnswerCache,
     Completion,
     HTTPLabeler,
@@ -37,8 +26,7 @@ from saeflow.labelers import (
     cached_judge,
     prepare_labeler_model,
 )
-from saeflow.labeling_config import LabelerConfig, LabelsConfig, load_templates
-from saeflow.labels import (
+from saeflow.labels.labeling import (
     CLEAN_COLUMNS,
     SCORE_COLUMNS,
     TRUTH_COLUMNS,
@@ -46,6 +34,18 @@ from saeflow.labels import (
     select_features,
     verdict,
 )
+from saeflow.labels.prompts import (
+    clean_label,
+    firing_tokens,
+    label_problem,
+    render_prompt,
+    render_tokens,
+    repeated_labels,
+    strong_tokens,
+)
+from saeflow.labels.scoring import Embedder, score
+from saeflow.labels.truth import event_purity, names_event
+from saeflow.workflow.config import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from labels_server import ChatServer  # noqa: E402
@@ -556,7 +556,7 @@ def test_summary_is_json_serialisable(tmp_path):
 
 
 def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
-    from saeflow.labels import make_labels
+    from saeflow.labels.labeling import make_labels
 
     pd.DataFrame({"feature": range(3), "specialization": [3.0, 2.0, 1.0]}).to_parquet(
         tmp_path / "spec.parquet"

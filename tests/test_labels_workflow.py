@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, edited_config, planned_jobs, snakemake
 from labels_server import ChatServer
 
-from saeflow.labels import SCORE_COLUMNS
+from saeflow.labels.labeling import SCORE_COLUMNS
 
 TARGET = "results/labels/feature_labels_clean_domain.csv"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertModel, LlamaModel
 
-from saeflow.models import (
+from saeflow.models.loading import (
     ModelNotFoundError,
     load_encoder,
     load_tokenizer,

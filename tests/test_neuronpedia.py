@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from saeflow.cli import main
-from saeflow.examples import EXAMPLE_COLUMNS
-from saeflow.neuronpedia import ExportConfig, export_features
+from saeflow.examples.collect import EXAMPLE_COLUMNS
+from saeflow.viewer.neuronpedia import ExportConfig, export_features
 
 M, BINS, LAYER = 6, 4, 1
 N_TOKENS = {"domain": 100, "general": 200}

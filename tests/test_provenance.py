@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from conftest import fresh_workdir, snakemake
 
-from saeflow.audit import audit
-from saeflow.provenance import PROVENANCE_DIR, read_record, record_path
+from saeflow.workflow.audit import audit
+from saeflow.workflow.provenance import PROVENANCE_DIR, read_record, record_path
 
 # Fields that measure speed, not results (docs/reproducibility.md).
 TIMING = re.compile(r"per_s$|seconds|elapsed|wall|duration")

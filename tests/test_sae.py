@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from saeflow.sae import EncoderOutput, SAEShape, TopKSAE
+from saeflow.sae.model import EncoderOutput, SAEShape, TopKSAE
 
 SHAPE = SAEShape(d_in=12, n_latents=40, k=5)
 
@@ -122,7 +122,7 @@ def test_aux_loss_dense_and_sparse_decodes_agree(monkeypatch):
     dead[::2] = True  # 20 dead, aux_k 4: dense at factor 5, sparse at factor 4
 
     def loss_and_grads(factor: int) -> list[torch.Tensor]:
-        monkeypatch.setattr("saeflow.sae.AUX_DENSE_FACTOR", factor)
+        monkeypatch.setattr("saeflow.sae.model.AUX_DENSE_FACTOR", factor)
         sae = make_sae()
         aux = sae(x, dead, aux_k=4).aux_loss
         aux.backward()

@@ -8,8 +8,7 @@ from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
 from saeflow.cli import main
-from saeflow.sae import SAEShape, TopKSAE
-from saeflow.sae_export import (
+from saeflow.sae.export import (
     default_hook,
     detect_layout,
     export_saelens,
@@ -17,6 +16,7 @@ from saeflow.sae_export import (
     import_sae,
     layer_of,
 )
+from saeflow.sae.model import SAEShape, TopKSAE
 
 SHAPE = SAEShape(d_in=12, n_latents=40, k=5)
 
@@ -250,7 +250,7 @@ def test_real_saelens_loads_export(tmp_path):
 def test_imported_sae_replaces_training_with_the_same_downstream(tiny_run, tmp_path):
     """imported_saes: a run's own SAE exported to SAELens' layout and imported
     back is used in place of train_sae; its held-out FVU and feature statistics
-    are ours to float32 rounding (scale folded in, see saeflow.sae_export)."""
+    are ours to float32 rounding (scale folded in, see saeflow.sae.export)."""
     import shutil
 
     import pandas as pd

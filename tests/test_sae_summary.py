@@ -6,7 +6,7 @@ import json
 import pandas as pd
 from pytest import approx
 
-from saeflow.sae_summary import make_sae_summary
+from saeflow.sae.summary import make_sae_summary
 
 
 def write(path, obj):

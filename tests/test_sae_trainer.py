@@ -17,12 +17,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saeflow.config import SAEConfig
-from saeflow.data import ActivationSource
-from saeflow.optim import SignScheduleFree
-from saeflow.sae import TopKSAE
-from saeflow.sae_job import make_saes
-from saeflow.train import Trainer
+from saeflow.sae.data import ActivationSource
+from saeflow.sae.model import TopKSAE
+from saeflow.sae.optimizer import SignScheduleFree
+from saeflow.sae.train_job import make_saes
+from saeflow.sae.trainer import Trainer
+from saeflow.workflow.config import SAEConfig
 
 D, N_DIRECTIONS, K = 16, 48, 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_sigkill_then_restart_ends_with_uninterrupted_weights(acts_path, tmp_pat
         (tmp_path / f"{out.name}.json").write_text(json.dumps(args, default=str))
         code = (
             "import sys, torch; torch.set_num_threads(1); "
-            "from saeflow.sae_job import main; main(sys.argv[1:])"
+            "from saeflow.sae.train_job import main; main(sys.argv[1:])"
         )
         return [sys.executable, "-c", code, str(tmp_path / f"{out.name}.json")]
 

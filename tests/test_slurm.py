@@ -25,7 +25,7 @@ import pytest
 import yaml
 from conftest import ROOT, SNAKEMAKE, TINY, edited_config
 
-from saeflow.provenance import read_record
+from saeflow.workflow.provenance import read_record
 
 ETC = Path("/etc/slurm")
 DAEMONS = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol"]

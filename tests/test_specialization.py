@@ -5,8 +5,12 @@ import json
 import pandas as pd
 import pytest
 
-from saeflow.io import write_json
-from saeflow.specialization import layer_reports, specialization_table, top_features
+from saeflow.features.specialization import (
+    layer_reports,
+    specialization_table,
+    top_features,
+)
+from saeflow.workflow.io import write_json
 
 DOMAIN_MEAN = [0.5, 0.1, 0.9, 0.0, 0.3, 0.2]
 GENERAL_MEAN = [0.1, 0.4, 0.2, 0.0, 0.3, 0.0]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import TEXTS
 
-from saeflow.sae import SAEShape, TopKSAE
-from saeflow.splice import (
+from saeflow.sae.model import SAEShape, TopKSAE
+from saeflow.splice.evaluate import (
     fraction_recovered,
     heldout_doc_ids,
     layer_module,

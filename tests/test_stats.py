@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from saeflow.sae import SAEShape, TopKSAE
-from saeflow.stats import STAT_COLUMNS, feature_stats, feature_stats_of_file
+from saeflow.features.stats import STAT_COLUMNS, feature_stats, feature_stats_of_file
+from saeflow.sae.model import SAEShape, TopKSAE
 
 SHAPE = SAEShape(d_in=8, n_latents=24, k=3)
 

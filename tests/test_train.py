@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from saeflow.config import SAEConfig
-from saeflow.data import ActivationSource
-from saeflow.train import CURVE_FIELDS, Trainer, dead_fraction, evaluate
+from saeflow.sae.data import ActivationSource
+from saeflow.sae.trainer import CURVE_FIELDS, Trainer, dead_fraction, evaluate
+from saeflow.workflow.config import SAEConfig
 
 D, N_DIRECTIONS, K = 32, 64, 4
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from saeflow.sae import SAEShape, TopKSAE
-from saeflow.viewer_data import feature_histograms, feature_table
-from saeflow.viewer_headlines import _doc_batches, headline_features
-from saeflow.viewer_store import NoViewerData, find_run
+from saeflow.sae.model import SAEShape, TopKSAE
+from saeflow.viewer.data import feature_histograms, feature_table
+from saeflow.viewer.headlines import _doc_batches, headline_features
+from saeflow.viewer.store import NoViewerData, find_run
 
 
 def spec(m: int, specialization: list[float]) -> pd.DataFrame:

