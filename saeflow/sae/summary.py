@@ -14,14 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from saeflow.workflow.io import write_csv, write_json  # noqa: E402
-from saeflow.workflow.plots import save_figure  # noqa: E402
+from saeflow.workflow.io import write_csv, write_json
+from saeflow.workflow.plots import plt, save_figure
 
 SPLICE_METRIC = {
     "classifier": "fraction of loss recovered",
