@@ -83,7 +83,9 @@ def sae_summary(
 def plot_sae_summary(table: pd.DataFrame, out: str | Path) -> None:
     """FVU and spliced-in recovered fraction by layer, one line per model."""
     has_splice = "spliced_recovered" in table
-    fig, axes = plt.subplots(1, 2 if has_splice else 1, figsize=(9, 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_splice else 1, figsize=(12, 3.4), squeeze=False
+    )
     for model, part in table.groupby("model"):
         axes[0, 0].plot(part["layer"], part["fvu"], marker="o", label=model)
         if has_splice:
@@ -119,7 +121,8 @@ def plot_sae_summary(table: pd.DataFrame, out: str | Path) -> None:
         ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set(xlabel="layer", ylabel="fraction recovered (1 = clean, 0 = zeroed)")
         ax.set_title("spliced into its model")
-        ax.legend(fontsize=7)
+        # Outside the axes: the mean-ablation lines run low, where it would sit.
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     axes[0, 0].legend(fontsize=7)
     for ax in axes[0]:
         ax.set_xticks(sorted(table["layer"].unique()))
