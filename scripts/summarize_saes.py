@@ -5,6 +5,7 @@ from saeflow.workflow import job
 
 with job(snakemake) as sm:  # noqa: F821
     keys = sm.params.saes
+    # Without the splice stage the spliced inputs are empty lists: no pairs.
     make_sae_summary(
         dict(zip(keys, sm.input.metrics, strict=True)),
         dict(zip(keys, sm.input.spliced, strict=False)),
