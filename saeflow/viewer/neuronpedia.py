@@ -87,6 +87,16 @@ class ExportConfig:
     source_set: str = "saeflow"
     """Second half of the Neuronpedia source id ``{layer}-{source_set}``."""
 
+    @property
+    def neuronpedia_model(self) -> str:
+        """Neuronpedia's modelId."""
+        return self.model_id or self.model
+
+    @property
+    def source_id(self) -> str:
+        """Neuronpedia's layer field: the source id ``{layer}-{source_set}``."""
+        return f"{self.layer}-{self.source_set}"
+
     def __post_init__(self) -> None:
         if self.top < 0:
             raise ValueError(f"top must be ≥ 0, got {self.top}")
@@ -199,12 +209,6 @@ def _floats32(values: Any) -> list[float]:
     return [float(str(v)) for v in np.asarray(values, np.float32)]
 
 
-def hist_bar_values(hist_max: float, bins: int) -> list[float]:
-    """Bin centres of `bins` equal bins over [0, hist_max]."""
-    edges = np.linspace(0.0, float(hist_max), bins + 1)
-    return _floats32((edges[:-1] + edges[1:]) / 2)
-
-
 def activation_record(ex: Any) -> dict[str, Any]:
     """One example row (kind, corpus, doc_id, tokens, acts, peak…) as an Activation."""
     values = _floats32(ex.acts)
@@ -273,8 +277,9 @@ def feature_json(
     if inp.hist is not None:
         counts = inp.hist[:, f]  # (2, bins)
         heights = [int(v) for v in counts.sum(0)]
-        centres = hist_bar_values(t["hist_max"], counts.shape[1])
+        # The viewer's bins: equal over [0, hist_max]; Neuronpedia wants centres.
         edges = np.linspace(0.0, float(t["hist_max"]), counts.shape[1] + 1)
+        centres = _floats32((edges[:-1] + edges[1:]) / 2)
         hist = {"edges": _floats32(edges)}
         hist.update({c: [int(v) for v in counts[i]] for i, c in enumerate(CORPORA)})
     kinds = examples[examples["kind"].isin(POSITIVE_KINDS)].assign(
@@ -284,8 +289,8 @@ def feature_json(
     has_label = inp.labels is not None and f in inp.labels.index
     label = inp.labels.loc[f] if has_label else None
     return {
-        "modelId": cfg.model_id or cfg.model,
-        "layer": f"{cfg.layer}-{cfg.source_set}",
+        "modelId": cfg.neuronpedia_model,
+        "layer": cfg.source_id,
         "index": str(f),
         "maxActApprox": hist_max,
         "frac_nonzero": frac,
@@ -365,8 +370,8 @@ def export_features(cfg: ExportConfig) -> ExportResult:
                 }
             )
         index = {
-            "modelId": cfg.model_id or cfg.model,
-            "layer": f"{cfg.layer}-{cfg.source_set}",
+            "modelId": cfg.neuronpedia_model,
+            "layer": cfg.source_id,
             "saeflow": {
                 "results": str(Path(cfg.results).resolve()),
                 "model": cfg.model,
