@@ -91,3 +91,13 @@ def test_write_table_round_trip(tmp_path, writer, reader, name):
     writer(df, tmp_path / name)
 
     pd.testing.assert_frame_equal(reader(tmp_path / name), df.reset_index(drop=True))
+
+
+def test_write_json_writes_nan_and_infinity_as_null(tmp_path):
+    obj = {"x": float("nan"), "y": [np.float32("inf"), 1.0], "z": np.array([np.nan])}
+
+    write_json(obj, tmp_path / "o.json")
+
+    text = (tmp_path / "o.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"x": None, "y": [None, 1.0], "z": [None]}

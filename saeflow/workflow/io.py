@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -47,9 +48,24 @@ def _remove(p: Path) -> None:
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented JSON, atomically; NaN and infinities become null
+    (JSON has no NaN: Python's `NaN` token breaks strict readers)."""
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def _finite(o: Any) -> Any:
+    """`o` with every non-finite float (numpy ones included) replaced by None."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if hasattr(o, "tolist") and not isinstance(o, Path):
+        return _finite(o.tolist())
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o: Any) -> Any:
