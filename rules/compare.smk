@@ -1,6 +1,6 @@
 # Base vs fine-tuned: which features fine-tuning created, changed or removed, per
 # layer (matching, null thresholds, deltas, transfer FVU), then across layers.
-from saeflow.workflow.config import CompareConfig
+from saeflow.workflow.config import CompareConfig, sae_init_seed
 
 # Built here so that bad combinations fail before any job. Params are plain dicts
 # in the dataclass' field order, so that Snakemake sees (and reruns on) every
@@ -16,6 +16,15 @@ rule match_features:
     input:
         sae_base="results/sae/base/layer_{layer}/sae",
         sae_finetuned="results/sae/finetuned/layer_{layer}/sae",
+        # The seed floor: replicates 1 .. R-1 of both models (train_sae_replicate).
+        replicates_base=expand(
+            "results/sae/base/layer_{{layer}}/replicates/r{r}/sae",
+            r=range(1, COMPARE_CFG.replicates),
+        ),
+        replicates_finetuned=expand(
+            "results/sae/finetuned/layer_{{layer}}/replicates/r{r}/sae",
+            r=range(1, COMPARE_CFG.replicates),
+        ),
         base_acts=expand(
             "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
         ),
@@ -46,8 +55,8 @@ rule match_features:
         cfg=COMPARE_PARAMS,
         corpora=CORPORA,
         seed=config["seed"],
-        # train_sae starts both models' SAEs from TopKSAE(shape, seed=this).
-        sae_seed=config["seed"],
+        # Replicate 0's init seeds (train_sae): equal ones would need a shared-init null.
+        init_seeds=[sae_init_seed(config["seed"], m) for m in MODELS],
         device=config["device"],
     script:
         "../scripts/match_features.py"

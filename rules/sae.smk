@@ -1,3 +1,8 @@
+import dataclasses
+
+from saeflow.workflow.config import sae_init_seed
+
+
 rule train_sae:
     input:
         acts=expand(
@@ -23,7 +28,42 @@ rule train_sae:
         mem_mb=4000,
     params:
         cfg=Tracked(SAE_CFG),
+        # Data order from the run's seed; initial weights from the model's own
+        # init seed, so base and fine-tuned SAEs never share a start.
         seed=config["seed"],
+        init_seed=lambda wc: sae_init_seed(config["seed"], wc.model),
+        device=config["device"],
+    script:
+        "../scripts/train_sae.py"
+
+
+# The seed floor (compare.replicates): the default SAE again from seeds seed + r
+# (data order) and sae_init_seed(seed, model, r) (weights). One job each, so on
+# CPUs and clusters they spread over cores and GPUs; the data read they could
+# share with train_sae is a few % of a step here (docs/compare.md).
+rule train_sae_replicate:
+    input:
+        acts=expand(
+            "results/activations/{{model}}/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
+    output:
+        sae=directory("results/sae/{model}/layer_{layer}/replicates/r{replicate}/sae"),
+        metrics="results/sae/{model}/layer_{layer}/replicates/r{replicate}/metrics.json",
+        curve="results/sae/{model}/layer_{layer}/replicates/r{replicate}/training_curve.csv",
+        figure="results/sae/{model}/layer_{layer}/replicates/r{replicate}/training_curve.png",
+    log:
+        "logs/sae/{model}/layer_{layer}/replicate_{replicate}.log",
+    benchmark:
+        "benchmarks/sae/{model}/layer_{layer}/replicate_{replicate}.tsv"
+    wildcard_constraints:
+        replicate=r"[1-9]\d*",
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        cfg=Tracked(dataclasses.replace(SAE_CFG, variants=[])),
+        seed=lambda wc: config["seed"] + int(wc.replicate),
+        init_seed=lambda wc: sae_init_seed(config["seed"], wc.model, int(wc.replicate)),
         device=config["device"],
     script:
         "../scripts/train_sae.py"

@@ -1,7 +1,9 @@
-"""Rule train_sae: activations of one model × layer (all corpora) → the SAEs.
+"""Rules train_sae and train_sae_replicate: activations of one model × layer
+(all corpora) → the SAEs.
 
-The default SAE goes where downstream rules read it; `sae.variants` go under
-`variants/<name>/`. Given more than one GPU (resources gpu=N), the job runs
+train_sae's default SAE goes where downstream rules read it; `sae.variants` go
+under `variants/<name>/`. A replicate (the seed floor) is the default SAE alone,
+from its own seeds. Given more than one GPU (resources gpu=N), the job runs
 data-parallel under torchrun with N ranks.
 """
 
@@ -18,7 +20,8 @@ with job(snakemake) as sm:  # noqa: F821
         sm.output.metrics,
         sm.output.curve,
         sm.output.figure,
-        sm.output.variants,
+        getattr(sm.output, "variants", None),
         title=f"{sm.wildcards.model} layer {sm.wildcards.layer}",
         n_procs=max(1, int(sm.resources.get("gpu", 0))),
+        init_seed=sm.params.init_seed,
     )

@@ -19,7 +19,12 @@ from saeflow.compare.coactivation import (
     moments,
     subsample_docs,
 )
-from saeflow.compare.layer import choose_null, compare_layer
+from saeflow.compare.layer import (
+    LOST_STATUSES,
+    STATUSES,
+    choose_null,
+    compare_layer,
+)
 from saeflow.compare.matching import (
     TopCandidates,
     assign,
@@ -147,8 +152,12 @@ def test_unrelated_sae_overlap_within_the_null(setup):
     bound = (1 - q) + 3 * np.sqrt(q * (1 - q) / M)
     assert result.summary["decoder"]["overlap"] <= bound
     assert result.summary["activation"]["overlap"] <= bound
-    assert result.summary["n_new"] >= M * (1 - bound)
+    assert result.summary["n_unmatched_finetuned"] >= M * (1 - bound)
     assert len(result.lost) == M - result.matches["matched"].sum()
+    # Both "models" read the same activations: Latent Scaling finds every
+    # unmatched direction in the other model, so none is new.
+    assert result.summary["n_new"] == 0
+    assert result.summary["n_present_in_base"] >= M * (1 - bound)
 
 
 def moved_from(init: TopKSAE, seed: int, step: float = 0.5) -> TopKSAE:
@@ -169,7 +178,7 @@ def test_a_shared_training_init_is_not_counted_as_shared_features(setup):
     _, acts = setup
     init = make_sae(0)  # what train_sae starts from with seed 0
     base, ft = moved_from(init, 1), moved_from(init, 2)
-    null, info = choose_null(base, ft, sae_seed=0, seed=3)
+    null, info = choose_null(base, ft, init_seeds=(0, 0), seed=3)
     assert info["shared_init"] and info["median_cosine_to_init"]["base"] > 0.8
     result = compare_layer(base, ft, null, acts, acts, CFG, 0)
     q = CFG.null_quantile
@@ -181,8 +190,14 @@ def test_a_shared_training_init_is_not_counted_as_shared_features(setup):
 
 
 def test_no_shared_init_between_unrelated_saes():
-    _, info = choose_null(make_sae(0), make_sae(11), sae_seed=0, seed=3)
+    _, info = choose_null(make_sae(0), make_sae(11), init_seeds=(0, 0), seed=3)
     assert not info["shared_init"] and info["kind"] == "random features"
+
+
+def test_independent_init_seeds_need_no_shared_init_null():
+    init = make_sae(0)
+    _, info = choose_null(moved_from(init, 1), moved_from(init, 2), (0, 1000), 3)
+    assert not info["shared_init"] and "median_cosine_to_init" not in info
 
 
 def test_contract_columns_and_types(setup):
@@ -196,8 +211,11 @@ def test_contract_columns_and_types(setup):
     for col in ("decoder_cosine", "activation_correlation"):
         assert pd.api.types.is_float_dtype(m[col])
     assert m["matched"].dtype == bool
-    assert set(m["status"]) <= {"matched", "changed", "new"}
-    assert ((m["status"] == "new") == ~m["matched"]).all()
+    assert set(m["status"]) <= set(STATUSES)
+    assert (m["status"].isin(["matched", "changed"]) == m["matched"]).all()
+    for col in ("nu_reconstruction", "nu_error", "ls_beta_base_error"):
+        assert pd.api.types.is_float_dtype(m[col])
+    assert set(result.lost["status"]) <= set(LOST_STATUSES)
     assert list(result.lost.columns[:2]) == ["base_feature", "finetuned_feature"]
     assert len(result.top) == CFG.top_n and result.top["rank"].iloc[0] == 1
 

@@ -6,12 +6,22 @@ cosine, and by activation correlation on the same tokens of both corpora. A pair
 is *matched* when its score beats the null threshold. The decoder assignment
 decides the status written for everyone downstream:
 
-* ``new``: no matched partner;
+* ``matched``: matched partner in the base SAE (replicate 0);
 * ``changed``: matched, but its mean activation on domain text moved by at least
   `changed_fold` (either way) and the bootstrap interval of the move excludes 0;
-* ``matched``: the rest.
+* ``matched_other_seed``: no partner in base replicate 0, but one in another
+  base replicate (saeflow.compare.seed_floor): the base model has it;
+* ``silent``: never fires on the compared tokens, so nothing can be said;
+* ``unstable``: matches no base replicate, but is not matched in every other
+  fine-tuned replicate either: a seed's accident, not a finding;
+* ``present_in_base``: stable and unmatched, but Latent Scaling
+  (saeflow.compare.latent_scaling) finds its direction in the base model where
+  it fires (ν at or above `nu_error_max` or `nu_reconstruction_max`);
+* ``new``: stable, matches no base replicate, and absent from the base model.
 
-Base features that are no fine-tuned feature's matched partner are *lost*.
+Base features without a matched partner in fine-tuned replicate 0 get the mirror
+statuses in `lost` (``lost``, ``unstable``, ``matched_other_seed``,
+``present_in_finetuned``, ``silent``).
 Activation statistics (means per corpus, specialization = domain − general mean,
 and their base vs fine-tuned deltas) come with paired bootstrap intervals over
 documents. Transfer FVU and the cross-layer reports are in
@@ -40,21 +50,37 @@ from saeflow.compare.coactivation import (
     moments,
     subsample_docs,
 )
+from saeflow.compare.latent_scaling import LatentScaling, latent_scaling
 from saeflow.compare.matching import (
     Assignment,
     PairValues,
     assign,
     bootstrap_fraction,
-    cosine_blocks,
     init_similarity,
     null_p_values,
     null_sae,
     null_threshold,
 )
+from saeflow.compare.seed_floor import SeedFloor, seed_floor
 from saeflow.sae.model import TopKSAE
 from saeflow.workflow.config import CompareConfig
 
-STATUSES = ("matched", "changed", "new")
+STATUSES = (
+    "matched",
+    "changed",
+    "matched_other_seed",
+    "silent",
+    "unstable",
+    "present_in_base",
+    "new",
+)
+LOST_STATUSES = (
+    "matched_other_seed",
+    "silent",
+    "unstable",
+    "present_in_finetuned",
+    "lost",
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +115,8 @@ class _Tokens(NamedTuple):
     corpus_rows: dict[str, slice]  # corpus -> its rows in the stacked codes
     docs: dict[str, np.ndarray]  # corpus -> document of each of its rows
     alignment: dict[str, dict[str, Any]]  # corpus -> alignment report
+    # corpus -> (base cache, its rows, fine-tuned cache, its rows), same tokens
+    files: dict[str, tuple[str | Path, np.ndarray, str | Path, np.ndarray]]
 
 
 def compare_layer(
@@ -100,9 +128,16 @@ def compare_layer(
     cfg: CompareConfig,
     seed: int,
     device: str = "cpu",
+    floor: SeedFloor | None = None,
 ) -> LayerComparison:
-    """Compare one layer's SAEs (acts: corpus -> cache; "domain" and "general")."""
+    """Compare one layer's SAEs (acts: corpus -> cache; "domain" and "general").
+
+    `floor`: every replicate pair matched (`seed_floor`, with `null` as the
+    fine-tuned replicate 0's null); without it the two SAEs alone, no floor.
+    """
     rng = np.random.default_rng(seed)
+    if floor is None:
+        floor = seed_floor([sae_base], [sae_finetuned], cfg, seed, first_null=null)
     clock = _Clock()
     tokens = _read_tokens(
         sae_base, sae_finetuned, null, base_acts, finetuned_acts, cfg, rng
@@ -114,14 +149,6 @@ def compare_layer(
         cfg.dense_max_latents
     )
     mf, mb = sae_finetuned.shape.n_latents, sae_base.shape.n_latents
-
-    # Rows: the fine-tuned SAE's features, or the null's in their place (random
-    # features reading the fine-tuned activations); columns: the base SAE's.
-    def by_decoder(rows: TopKSAE) -> Assignment:
-        blocks = cosine_blocks(
-            rows.W_dec.detach(), sae_base.W_dec.detach(), cfg.block_size
-        )
-        return assign(blocks, mf, mb, dense, cfg.candidates)
 
     method = cfg.correlation
     if method == "auto":
@@ -138,17 +165,31 @@ def compare_layer(
         )
         return assign(blocks, mf, mb, dense, cfg.candidates, observers)
 
-    dec, dec_null = by_decoder(sae_finetuned), by_decoder(null)
-    clock.lap("decoder assignments (%s)", dec.method)
+    # Rows: the fine-tuned SAE's features, or the null's in their place (random
+    # features reading the fine-tuned activations); columns: the base SAE's.
+    first = floor.pairs["finetuned", 0, "base", 0]
+    dec, dec_null = first.found, first.null
     has = dec.partner >= 0
     dec_pairs = PairValues(np.flatnonzero(has), dec.partner[has])
     act = by_activation("finetuned", [dec_pairs])
     act_null = by_activation("null")
     clock.lap("activation assignments (%s)", method)
     thresholds = {
-        "decoder": null_threshold(dec_null, cfg.null_quantile),
+        "decoder": first.threshold,
         "activation": null_threshold(act_null, cfg.null_quantile),
     }
+    scaling = {
+        "finetuned": latent_scaling(
+            sae_finetuned,
+            sae_base,
+            [(f, fr, b, br) for b, br, f, fr in tokens.files.values()],
+            cfg.batch_size,
+        ),
+        "base": latent_scaling(
+            sae_base, sae_finetuned, list(tokens.files.values()), cfg.batch_size
+        ),
+    }
+    clock.lap("latent scaling")
     stats = _corpus_stats(tokens, mats, cfg, rng)
     clock.lap("document bootstrap (%d resamples)", cfg.n_bootstrap)
     matches = _matches_table(
@@ -163,7 +204,9 @@ def compare_layer(
         mom,
         cfg,
     )
+    _add_seed_columns(matches, floor, scaling["finetuned"], "finetuned", cfg)
     lost = _lost_table(matches, act, stats, mom["base"], mb)
+    _add_seed_columns(lost, floor, scaling["base"], "base", cfg)
     top = matches.sort_values(
         "specialization_finetuned", ascending=False, kind="stable"
     )
@@ -181,6 +224,8 @@ def compare_layer(
         rng,
     )
     summary["activation"]["method"] = method
+    summary["seed_floor"] = floor.summary
+    summary["latent_scaling"] = _scaling_summary(matches, lost, cfg)
     return LayerComparison(matches, lost, top, summary)
 
 
@@ -190,28 +235,32 @@ SHARED_INIT_COS = 0.3
 
 
 def choose_null(
-    sae_base: TopKSAE, sae_finetuned: TopKSAE, sae_seed: int, seed: int
+    sae_base: TopKSAE, sae_finetuned: TopKSAE, init_seeds: tuple[int, int], seed: int
 ) -> tuple[TopKSAE, dict[str, Any]]:
     """The null SAE for one layer, and what it is.
 
-    Both SAEs of a layer are trained from `TopKSAE(shape, seed=sae_seed)`. When
-    both still resemble that start (median row cosine above SHARED_INIT_COS, as
-    after short training), a plain random null would count the shared start as
-    shared features; the null is then the start moved by random displacements
-    (see `null_sae`).
+    init_seeds: the seeds the base and the fine-tuned SAE were initialised from.
+    The workflow gives every SAE its own (independent starts), and the null is
+    random features with the fine-tuned SAE's statistics. Where both came from
+    one seed and still resemble that start (median row cosine above
+    SHARED_INIT_COS, as after short training), a plain random null would count
+    the shared start as shared features; the null is then the start moved by
+    random displacements (see `null_sae`).
     """
-    init = TopKSAE(sae_finetuned.shape, seed=sae_seed)
-    sim = {
-        "base": init_similarity(sae_base, init),
-        "finetuned": init_similarity(sae_finetuned, init),
-    }
-    shared = min(sim.values()) > SHARED_INIT_COS
+    info: dict[str, Any] = {"init_seeds": list(init_seeds)}
+    shared = False
+    if init_seeds[0] == init_seeds[1]:
+        init = TopKSAE(sae_finetuned.shape, seed=init_seeds[0])
+        sim = {
+            "base": init_similarity(sae_base, init),
+            "finetuned": init_similarity(sae_finetuned, init),
+        }
+        shared = min(sim.values()) > SHARED_INIT_COS
+        info["median_cosine_to_init"] = sim
     null = null_sae(sae_finetuned, seed, init if shared else None)
-    info = {
+    info |= {
         "kind": "shared-init displacement" if shared else "random features",
         "shared_init": shared,
-        "median_cosine_to_init": sim,
-        "sae_seed": sae_seed,
     }
     return null.to(sae_finetuned.W_dec.device), info
 
@@ -220,7 +269,7 @@ def _read_tokens(
     sae_base, sae_finetuned, null, base_acts, finetuned_acts, cfg, rng
 ) -> _Tokens:
     parts: dict[str, list[Codes]] = {"base": [], "null": [], "finetuned": []}
-    corpus_rows, docs, reports = {}, {}, {}
+    corpus_rows, docs, reports, files = {}, {}, {}, {}
     start = 0
     for corpus, base_path in base_acts.items():
         al = align_tokens(base_path, finetuned_acts[corpus], cfg.min_aligned_fraction)
@@ -237,9 +286,15 @@ def _read_tokens(
         corpus_rows[corpus] = slice(start, start + len(al.doc))
         docs[corpus] = al.doc
         reports[corpus] = al.report
+        files[corpus] = (
+            base_path,
+            al.base_rows,
+            finetuned_acts[corpus],
+            al.finetuned_rows,
+        )
         start += len(al.doc)
     codes = {name: concat_codes(p) for name, p in parts.items()}
-    return _Tokens(codes, corpus_rows, docs, reports)
+    return _Tokens(codes, corpus_rows, docs, reports, files)
 
 
 class _Stats(NamedTuple):
@@ -325,12 +380,51 @@ def _matches_table(
 
 
 def _status(df: pd.DataFrame, fold: float) -> np.ndarray:
-    """new / changed / matched (see module doc)."""
+    """changed / matched, and "unmatched" until `_add_seed_columns` decides."""
     largest = np.fmax(df["domain_mean_finetuned"], df["domain_mean_base"])
     moved = df["domain_delta"].abs() >= (1.0 - 1.0 / fold) * largest
     excludes_zero = (df["domain_delta_lo"] > 0) | (df["domain_delta_hi"] < 0)
     changed = df["matched"] & moved & excludes_zero & (largest > 0)
-    return np.where(~df["matched"], "new", np.where(changed, "changed", "matched"))
+    return np.where(
+        ~df["matched"], "unmatched", np.where(changed, "changed", "matched")
+    )
+
+
+def _add_seed_columns(
+    df: pd.DataFrame,
+    floor: SeedFloor,
+    scaling: LatentScaling,
+    model: str,
+    cfg: CompareConfig,
+) -> None:
+    """Replicate matches, Latent Scaling and the final status of each unmatched
+    feature, in place; `df` holds features of `model`'s replicate 0 (column
+    `{model}_feature`), the other model being the one they are compared with."""
+    other = "base" if model == "finetuned" else "finetuned"
+    feats = df[f"{model}_feature"].to_numpy()
+    m = len(scaling.n_tokens)
+    stable_in = floor.replicates_matching(model, m, model)[feats]
+    other_in = floor.replicates_matching(model, m, other)[feats]
+    n_own = 1 + max((k[3] for k in floor.pairs if k[0] == k[2] == model), default=0)
+    df[f"{model}_replicates_matched"] = stable_in
+    df[f"{other}_replicates_matched"] = other_in
+    df["ls_n_tokens"] = scaling.n_tokens[feats]
+    for target in ("reconstruction", "error"):
+        df[f"ls_beta_{model}_{target}"] = scaling.beta_own[target][feats]
+        df[f"ls_beta_{other}_{target}"] = scaling.beta_other[target][feats]
+        df[f"nu_{target}"] = scaling.nu[target][feats]
+    absent = (df["nu_error"] < cfg.nu_error_max) & (
+        df["nu_reconstruction"] < cfg.nu_reconstruction_max
+    )
+    verdict = np.select(
+        [other_in > 0, df["ls_n_tokens"] == 0, stable_in < n_own - 1, ~absent],
+        ["matched_other_seed", "silent", "unstable", f"present_in_{other}"],
+        "new" if model == "finetuned" else "lost",
+    )
+    if "status" in df:
+        df["status"] = np.where(df["status"] == "unmatched", verdict, df["status"])
+    else:
+        df["status"] = verdict
 
 
 def _lost_table(matches, act, stats, mom_base, mb) -> pd.DataFrame:
@@ -396,6 +490,7 @@ def _layer_summary(
     dec_mask = matches["matched"].to_numpy()
     act_mask = matches["activation_matched"].to_numpy()
     counts = matches["status"].value_counts()
+    lost_counts = lost["status"].value_counts()
     both = dec_mask & act_mask
     return {
         "n_latents_base": len(mom["base"].mean),
@@ -407,16 +502,40 @@ def _layer_summary(
         "methods_agree": float(matches.loc[both, "methods_agree"].mean())
         if both.any()
         else None,
-        "n_matched": int(counts.get("matched", 0)),
-        "n_changed": int(counts.get("changed", 0)),
-        "n_new": int(counts.get("new", 0)),
-        "n_lost": len(lost),
+        **{f"n_{status}": int(counts.get(status, 0)) for status in STATUSES},
+        "n_unmatched_finetuned": int((~dec_mask).sum()),
+        "n_lost": int(lost_counts.get("lost", 0)),
+        **{
+            f"n_lost_{status}": int(lost_counts.get(status, 0))
+            for status in LOST_STATUSES
+            if status != "lost"
+        },
+        "n_unmatched_base": len(lost),
         "n_dead_finetuned": int((matches["finetuned_frac_active"] == 0).sum()),
         "n_dead_base": int((mom["base"].frac_active == 0).sum()),
         "median_domain_delta_matched": _median(matches.loc[dec_mask, "domain_delta"]),
         "median_specialization_delta_matched": _median(
             matches.loc[dec_mask, "specialization_delta"]
         ),
+    }
+
+
+def _scaling_summary(
+    matches: pd.DataFrame, lost: pd.DataFrame, cfg: CompareConfig
+) -> dict[str, Any]:
+    """Latent Scaling in numbers: ν medians by status, and the thresholds."""
+
+    def medians(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+        return {
+            status: {t: _median(group[f"nu_{t}"]) for t in ("reconstruction", "error")}
+            for status, group in df.groupby("status")
+        }
+
+    return {
+        "nu_error_max": cfg.nu_error_max,
+        "nu_reconstruction_max": cfg.nu_reconstruction_max,
+        "median_nu_finetuned_features": medians(matches),
+        "median_nu_unmatched_base_features": medians(lost),
     }
 
 

@@ -21,30 +21,46 @@ log = logging.getLogger("saeflow")
 
 
 def make_layer_comparison(
-    sae_base: str | Path,
-    sae_finetuned: str | Path,
+    saes_base: list[str | Path],
+    saes_finetuned: list[str | Path],
     base_acts: dict[str, str],
     finetuned_acts: dict[str, str],
     cfg: CompareConfig,
     seed: int,
-    sae_seed: int,
+    init_seeds: tuple[int, int],
     device: str,
     layer: int,
     outs: dict[str, str],
 ) -> None:
-    """Match one layer's features (matches, lost, top table, layer summary)."""
+    """Match one layer's features (matches, lost, top table, layer summary).
+
+    saes_base, saes_finetuned: each model's replicates, replicate 0 first.
+    init_seeds: the init seeds of the two replicates 0.
+    """
     from saeflow.compare.layer import choose_null, compare_layer
+    from saeflow.compare.seed_floor import seed_floor
     from saeflow.sae.model import TopKSAE
     from saeflow.workflow.device import pick_device
 
     dev = pick_device(device)
-    base = TopKSAE.load(sae_base, dev)
-    finetuned = TopKSAE.load(sae_finetuned, dev)
+    base = [TopKSAE.load(p, dev) for p in saes_base]
+    finetuned = [TopKSAE.load(p, dev) for p in saes_finetuned]
     # The null stands in for the fine-tuned SAE; seeded per layer.
-    null, null_info = choose_null(base, finetuned, sae_seed, seed * 1000 + layer + 1)
+    null_seed = seed * 1000 + layer + 1
+    null, null_info = choose_null(base[0], finetuned[0], init_seeds, null_seed)
     log.info("layer %d null: %s", layer, null_info)
+    floor = seed_floor(base, finetuned, cfg, null_seed, first_null=null)
+    log.info("layer %d seed floor: %s", layer, floor.summary["verdict"])
     result = compare_layer(
-        base, finetuned, null, base_acts, finetuned_acts, cfg, seed, dev
+        base[0],
+        finetuned[0],
+        null,
+        base_acts,
+        finetuned_acts,
+        cfg,
+        seed,
+        dev,
+        floor,
     )
     write_parquet(result.matches, outs["matches"])
     write_parquet(result.lost, outs["lost"])
@@ -56,11 +72,13 @@ def make_layer_comparison(
         "config": cfg.to_dict(),
     }
     log.info(
-        "layer %d: overlap %.3f (decoder), %.3f (activation); %d new, %d lost",
+        "layer %d: overlap %.3f (decoder), %.3f (activation); %d new, %d unstable, "
+        "%d lost",
         layer,
         summary["decoder"]["overlap"],
         summary["activation"]["overlap"],
         summary["n_new"],
+        summary["n_unstable"],
         summary["n_lost"],
     )
     write_json(summary, outs["summary"])

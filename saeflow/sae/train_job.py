@@ -43,11 +43,16 @@ def make_saes(
     metrics: str | Path,
     curve: str | Path,
     figure: str | Path,
-    variants_dir: str | Path,
+    variants_dir: str | Path | None,
     title: str,
     n_procs: int = 1,
+    init_seed: int | None = None,
 ) -> None:
-    """Train the default SAE and every `cfg.variants` entry side by side."""
+    """Train the default SAE and every `cfg.variants` entry side by side.
+
+    `seed` orders the data; `init_seed` (default `seed`) draws every SAE's
+    initial weights.
+    """
     args = dict(locals(), cfg=cfg.to_dict())
     if n_procs > 1 and "WORLD_SIZE" not in os.environ:
         _relaunch(args, n_procs)
@@ -57,7 +62,9 @@ def make_saes(
         source = ActivationSource(acts, cfg.holdout_fraction)
         sample = source.sample(16_384, _init_rng(seed))
         trainers = {
-            name: Trainer(source, c, seed, device, dp, sample)
+            name: Trainer(
+                source, c, seed if init_seed is None else init_seed, device, dp, sample
+            )
             for name, c in cfg.variant_configs()
         }
         folder = Path(metrics).parent
@@ -66,9 +73,10 @@ def make_saes(
         )
         results = run.run()
         if dp.is_main:
-            Path(variants_dir).mkdir(parents=True, exist_ok=True)
+            if variants_dir is not None:
+                Path(variants_dir).mkdir(parents=True, exist_ok=True)
             for name, trainer in trainers.items():
-                v = Path(variants_dir) / name
+                v = Path(variants_dir or ".") / name
                 paths = (
                     (out_dir, metrics, curve, figure)
                     if name == "default"

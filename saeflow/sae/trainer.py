@@ -270,6 +270,7 @@ class TrainingRun:
             {
                 "configs": {n: t.cfg.to_dict() for n, t in trainers.items()},
                 "seed": seed,
+                "init_seeds": {n: t.seed for n, t in trainers.items()},
                 "data": [str(p) for p in source.paths],
                 "n_train": source.n_train,
             }

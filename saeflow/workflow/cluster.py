@@ -24,7 +24,13 @@ from typing import Any, NamedTuple
 
 import yaml
 
-GPU_RULES = ["cache_activations", "train_sae", "finetune_model", "label_features"]
+GPU_RULES = [
+    "cache_activations",
+    "train_sae",
+    "train_sae_replicate",
+    "finetune_model",
+    "label_features",
+]
 """Rules the SLURM profile gives GPUs (checked by the tests against the profile)."""
 
 

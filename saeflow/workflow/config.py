@@ -86,7 +86,10 @@ class CorpusConfig(_FromDict):
     split: str = "train"
     """huggingface: split to read."""
     path: str | None = None
-    """local: CSV / Parquet / JSONL file."""
+    """local: CSV / TSV / Parquet / JSONL table, .txt file, or folder of .txt files
+    (one document per file)."""
+    text_format: Literal["lines", "paragraphs"] = "lines"
+    """local .txt file: one document per line, or per blank-line-separated block."""
     text_column: str = "text"
     """huggingface/local: column holding the text."""
     label_column: str | None = None
@@ -419,6 +422,16 @@ class CompareConfig(_FromDict):
     """Features per layer in the compared-features table."""
     batch_size: int = 4096
     """Tokens encoded at once."""
+    replicates: int = 2
+    """SAEs per model × layer, replicate r from init seed `sae_init_seed(seed,
+    model, r)`; replicate 0 is the one every other stage reads. With 2 or more,
+    same-model pairs give the seed floor the cross-model overlap is judged
+    against, and a feature is new only if stable across replicates."""
+    nu_error_max: float = 0.3
+    """Latent Scaling: a fine-tuned feature is absent from the base model when
+    ν on the error target is below this (Minder et al. 2025: ~0.2-0.3)."""
+    nu_reconstruction_max: float = 0.5
+    """Latent Scaling: ... and ν on the reconstruction target below this (~0.5)."""
     plots: ComparePlotConfig = field(default_factory=ComparePlotConfig)
     """Figures (changing them reruns only the plotting rule)."""
 
@@ -437,9 +450,34 @@ class CompareConfig(_FromDict):
             raise ConfigError("compare.min_aligned_fraction must be in (0, 1]")
         if self.changed_fold <= 1.0:
             raise ConfigError("compare.changed_fold must be > 1")
-        for name in ("candidates", "block_size", "n_bootstrap", "top_n", "batch_size"):
+        for name in (
+            "candidates",
+            "block_size",
+            "n_bootstrap",
+            "top_n",
+            "batch_size",
+            "replicates",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"compare.{name} must be >= 1")
+        if self.replicates > MODEL_SEED_STRIDE:
+            raise ConfigError(f"compare.replicates must be <= {MODEL_SEED_STRIDE}")
+
+
+MODEL_SEED_STRIDE = 1000
+"""Init seeds of different models' SAEs lie this far apart (see sae_init_seed)."""
+
+
+def sae_init_seed(seed: int, model: str, replicate: int = 0) -> int:
+    """Seed of the initial weights of `model`'s SAE replicate `replicate`.
+
+    Every SAE of a layer starts from its own random weights: replicates of one
+    model differ by `replicate`, models by MODEL_SEED_STRIDE. Same-model and
+    cross-model pairs are then compared under the same relation (independent
+    starts), and a shared start is never counted as shared features.
+    """
+    index = {"base": 0, "finetuned": 1}[model]
+    return seed + replicate + MODEL_SEED_STRIDE * index
 
 
 @dataclass(frozen=True)
