@@ -13,6 +13,9 @@ from saeflow.workflow.config import (
     validate_config,
 )
 from saeflow.backtest.config import BacktestConfig
+from saeflow.backtest.preflight import check_backtest_files
+from saeflow.corpus.preflight import check_corpus_files
+from saeflow.models.preflight import check_models
 from saeflow.sae.imported import imported_saes
 
 # `--config sae={k: 16}` reaches here merged into the config file's `sae` block,
@@ -87,6 +90,16 @@ def model_input(wildcards):
 def is_activated(stage):
     """Whether an optional stage (a config block with `activate: true`) runs."""
     return bool(config.get(stage, {}).get("activate", False))
+
+
+# Mistakes a job would meet only after others ran (a layer the model lacks, k above
+# the latents, a model not to be had offline, a missing input file or column) stop
+# the run here, naming the key. Reads config.json and file headers, never weights.
+check_models({m: config["models"][m]["ref"] for m in MODELS}, ACT_CFG, SAE_CFG)
+for c in CORPORA:
+    check_corpus_files(CORPUS_CFG[c], f"corpora.{c}")
+if is_activated("backtest"):
+    check_backtest_files(BACKTEST_CFG)
 
 
 def viewer_feature_inputs(wildcards):

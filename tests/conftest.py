@@ -14,6 +14,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -163,3 +164,17 @@ def tiny_run(tmp_path_factory, tiny_bert) -> Path:
     result = snakemake(work, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     return work
+
+
+def fake_hub_cache(cache: Path, repo_id: str, config: dict) -> Path:
+    """A Hugging Face cache entry for `repo_id` as `hf download` leaves it: its
+    config.json and an (empty) weights file in a snapshot that refs/main names.
+    Enough for the parse-time model checks; no model loads from it."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    (snapshot / "model.safetensors").write_bytes(b"")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    return snapshot

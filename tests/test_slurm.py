@@ -297,10 +297,15 @@ def test_failing_job_is_reported_failed_with_its_log(
     cluster, slurm_run, work, tmp_path
 ):
     shutil.copytree(work / "results" / "corpus", tmp_path / "results" / "corpus")
+    # A checkpoint with its config.json but no weights: the parse-time checks
+    # (sizes only) pass it, the job that loads it fails.
+    broken = tmp_path / "models" / "no_weights_model"
+    broken.mkdir(parents=True)
+    shutil.copy(work / "models" / "tiny_bert" / "config.json", broken)
     bad = edited_config(
         tmp_path,
         "bad.yaml",
-        lambda c: c["models"]["base"].update(ref="models/no_such_model"),
+        lambda c: c["models"]["base"].update(ref="models/no_weights_model"),
     )
     target = "results/activations/base/domain_report.json"
     result = run_snakemake(tmp_path, write_profile(tmp_path / "p"), target, config=bad)
@@ -310,12 +315,14 @@ def test_failing_job_is_reported_failed_with_its_log(
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'FAILED'" in out
     assert "logs/activations/base/domain.log" in out
     assert (
-        "no_such_model" in (tmp_path / "logs/activations/base/domain.log").read_text()
+        "no_weights_model"
+        in (tmp_path / "logs/activations/base/domain.log").read_text()
     )
     assert {j["id"]: j["state"] for j in cluster.jobs()}[job_id] == "FAILED"
 
 
 def test_preflight_stops_before_submitting(cluster, work, tmp_path):
+    shutil.copytree(work / "models", tmp_path / "models")
     before = len(cluster.jobs())
     no_partition = write_profile(
         tmp_path / "p1", lambda c: c["default-resources"].pop("slurm_partition")

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, edited_config, planned_jobs, snakemake
+from conftest import (
+    ROOT,
+    edited_config,
+    fake_hub_cache,
+    fresh_workdir,
+    planned_jobs,
+    snakemake,
+)
+
+from saeflow.compare.layer import STATUSES
 
 
 @pytest.mark.slow
@@ -47,7 +56,7 @@ def test_second_run_does_nothing(tiny_run):
 def test_changing_k_reruns_only_sae_and_downstream(tiny_run, tmp_path):
     cfg = edited_config(tmp_path, "k.yaml", lambda c: c["sae"].update(k=3))
     jobs = planned_jobs(snakemake(tiny_run, "-n", config=cfg))
-    assert jobs["train_sae"] == 4
+    assert jobs["train_sae"] == 4 and jobs["train_sae_replicate"] == 4
     assert {"build_corpus", "finetune_model", "cache_activations"}.isdisjoint(jobs)
     assert jobs["compute_feature_stats"] == 8
 
@@ -84,8 +93,21 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, named):
     assert "Job stats" not in out
 
 
+# Hub models as a warm Hugging Face cache holds them (config.json and weights):
+# the parse-time checks read the sizes; offline with no cache they refuse.
+HUB_MODELS = {
+    "bert-base-uncased": {"num_hidden_layers": 12, "hidden_size": 768},
+    "ProsusAI/finbert": {"num_hidden_layers": 12, "hidden_size": 768},
+    "meta-llama/Llama-2-7b-hf": {"num_hidden_layers": 32, "hidden_size": 4096},
+    "AdaptLLM/finance-LLM": {"num_hidden_layers": 32, "hidden_size": 4096},
+}
+
+
 @pytest.mark.parametrize("name", ["bert-finbert.yaml", "llama2-7b.yaml"])
-def test_hub_configs_build_their_dag(tmp_path, name):
+def test_hub_configs_build_their_dag(tmp_path, monkeypatch, name):
+    for repo_id, sizes in HUB_MODELS.items():
+        fake_hub_cache(tmp_path / "hub", repo_id, sizes)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     result = snakemake(tmp_path, "-n", config=ROOT / "configs" / name)
     assert result.returncode == 0, result.stderr[-3000:]
     assert planned_jobs(result)["train_sae"] > 0
@@ -139,9 +161,13 @@ def test_comparison_outputs(tiny_run):
             ).read_text()
         )
         assert len(m) == shape["n_latents"] and list(m.columns[:6]) == CONTRACT
-        assert set(m["status"]) <= {"matched", "changed", "new"}
+        assert set(m["status"]) <= set(STATUSES)
+        assert m["nu_reconstruction"].notna().any()
         lost = pd.read_parquet(cmp / f"layer_{layer}" / "lost.parquet")
         assert len(lost) == shape["n_latents"] - m["matched"].sum()
+        # The seed floor: a second SAE per model, from its own init seed.
+        rep = res / "sae" / "finetuned" / f"layer_{layer}" / "replicates" / "r1"
+        assert (rep / "sae" / "cfg.json").exists()
         # Transfer FVU of an SAE on its own activations is its own held-out FVU.
         transfer = json.loads((cmp / f"layer_{layer}" / "transfer.json").read_text())
         for model in ("base", "finetuned"):
@@ -155,11 +181,25 @@ def test_comparison_outputs(tiny_run):
         )
         alignment = layer_json["token_alignment"]["domain"]
         assert alignment["identical"] and alignment["aligned_fraction"] == 1.0
+        floor = layer_json["seed_floor"]
+        kinds = sorted(p["kind"] for p in floor["pairs"])
+        assert kinds == ["cross"] * 4 + ["same_base", "same_finetuned"]
+        lo, hi = floor["effect_ci"]
+        assert lo <= floor["effect"] <= hi
     overlap = pd.read_csv(cmp / "overlap_by_layer.csv")
     assert list(overlap["layer"]) == [1, 2]
+    assert list(overlap.columns[:5]) == [
+        "layer",
+        "finetuning_effect",
+        "finetuning_effect_lo",
+        "finetuning_effect_hi",
+        "beyond_seed_floor",
+    ]
     assert (overlap["decoder_overlap_lo"] <= overlap["decoder_overlap"]).all()
+    assert "NaN" not in (cmp / "comparison_summary.json").read_text()
     for name in (
         "overlap_by_layer",
+        "latent_scaling",
         "delta_distributions",
         "specialization_heatmap",
         "specialization_scatter",
@@ -186,7 +226,8 @@ def test_changing_plot_config_reruns_only_the_figures(tiny_run, tmp_path):
     }
 
 
-def test_presets_choose_the_layers(tmp_path):
+def test_presets_choose_the_layers(tmp_path, tiny_bert):
+    fresh_workdir(tmp_path, tiny_bert)
     single = planned_jobs(snakemake(tmp_path, "-n", "--config", "preset=single"))
     assert single["train_sae"] == 2 and single["match_features"] == 1
     listed = planned_jobs(snakemake(tmp_path, "-n", "--config", "preset=[1]"))
@@ -195,3 +236,27 @@ def test_presets_choose_the_layers(tmp_path):
     bad = snakemake(tmp_path, "-n", "--config", "preset=[9]")
     assert bad.returncode != 0
     assert "invalid config at key 'preset'" in bad.stdout + bad.stderr
+
+
+@pytest.mark.slow
+def test_identical_models_show_no_finetuning_effect(tmp_path, tiny_bert):
+    """The control: the fine-tuned model IS the base. Its SAEs still start from
+    their own seeds, so only the seed floor keeps features from looking new."""
+    work = fresh_workdir(tmp_path / "work", tiny_bert)
+    cfg = edited_config(
+        tmp_path,
+        "same.yaml",
+        lambda c: c["models"]["finetuned"].update(ref="models/tiny_bert"),
+    )
+    target = "results/compare/comparison_summary.json"
+    result = snakemake(work, "--cores", "2", target, config=cfg)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((work / target).read_text())
+    for layer in ("1", "2"):
+        effect = summary["finetuning_effect"][layer]
+        lo, hi = effect["effect_ci"]
+        assert lo <= 0 <= hi and not effect["beyond_seed_floor"], effect
+        assert effect["n_new"] == 0 and effect["n_lost"] == 0, effect
+        # The raw count a single seed pair gives is what the floor corrects.
+        details = summary["layer_details"][layer]
+        assert details["n_unmatched_finetuned"] > 0

