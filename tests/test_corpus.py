@@ -13,12 +13,14 @@ import datasets
 import huggingface_hub
 import pandas as pd
 import pytest
+from conftest import edited_config, fresh_workdir, snakemake
 
 from saeflow.corpus.build import (
     CORPUS_COLUMNS,
     build_corpus,
     load_hf_dataset,
     load_local_table,
+    load_local_text,
     write_corpus,
 )
 from saeflow.corpus.general import general_corpus, is_finance, split_passages
@@ -100,6 +102,48 @@ def test_jsonl_and_parquet_invalid_utf8_counted(tmp_path):
 
     assert load_local_table(jsonl, "text")[1] == (3, 1, 1, 0, 1)
     assert load_local_table(parquet, "text")[1] == (2, 0, 1, 0, 1)
+
+
+def test_txt_lines_one_document_per_line(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbffirst line\r\nbad \xff bytes\n\n  \ncaf\xc3\xa9 last\n"
+    )
+
+    df, report = load_local_text(path, "lines")
+
+    # As a CSV's rows: bad bytes and empty lines skipped and counted, ids kept.
+    assert report == (5, 2, 1, 0, 2)
+    assert df["text"].tolist() == ["first line", "café last"]
+    assert df["doc_id"].tolist() == ["notes-0", "notes-4"]
+    assert df["source"].eq("notes.txt").all() and df["label"].isna().all()
+
+
+def test_txt_paragraphs_split_on_blank_lines(tmp_path):
+    path = tmp_path / "essays.txt"
+    path.write_text("\n\nFirst para\ngoes on.\n\n \n\nSecond para.\n\n\nThird.\n")
+    cfg = CorpusConfig(source="local", path=str(path), text_format="paragraphs")
+
+    df, report = build_corpus(cfg, seed=0)
+
+    assert df["text"].tolist() == ["First para\ngoes on.", "Second para.", "Third."]
+    assert df["doc_id"].tolist() == ["essays-0", "essays-1", "essays-2"]
+    assert report == (3, 0, 0, 0, 3)
+
+
+def test_txt_folder_one_document_per_file(tmp_path):
+    folder = tmp_path / "letters"
+    (folder / "2020").mkdir(parents=True)
+    (folder / "b.txt").write_text("Second letter.\n\nTwo paragraphs.\n")
+    (folder / "2020" / "a.txt").write_text("First letter.")
+    (folder / "bad.txt").write_bytes(b"\xff\xfe")
+    (folder / "notes.md").write_text("not a .txt file")
+
+    df, report = build_corpus(CorpusConfig(source="local", path=str(folder)), seed=0)
+
+    assert df["doc_id"].tolist() == ["2020/a", "b"]
+    assert df["text"].tolist() == ["First letter.", "Second letter.\n\nTwo paragraphs."]
+    assert report == (3, 0, 1, 0, 2)
 
 
 def test_duplicate_ids_keep_the_first(tmp_path):
@@ -260,3 +304,27 @@ def test_gensim_corpus_ids_are_stable(gensim_corpus):
 
     pd.testing.assert_frame_equal(again, gensim_corpus)
     assert re.fullmatch(r"wiki-\d+-0", gensim_corpus["doc_id"].iloc[0])
+
+
+def test_plain_text_corpora_in_the_workflow(tmp_path, tiny_bert):
+    work = fresh_workdir(tmp_path, tiny_bert)
+    (work / "general.txt").write_text("Rivers reach the sea.\n\nBirds fly south.\n")
+    (work / "domain").mkdir()
+    (work / "domain" / "q1.txt").write_text("Shares rise after earnings.\n")
+
+    def edit(cfg):
+        cfg["corpora"]["domain"] = {"source": "local", "path": "domain"}
+        cfg["corpora"]["general"] = {
+            "source": "local",
+            "path": "general.txt",
+            "text_format": "paragraphs",
+        }
+
+    config = edited_config(work, "txt.yaml", edit)
+    targets = ["results/corpus/domain.parquet", "results/corpus/general.parquet"]
+    result = snakemake(work, "--cores", "1", *targets, config=config)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    domain, general = (pd.read_parquet(work / t)["text"].tolist() for t in targets)
+    assert domain == ["Shares rise after earnings."]
+    assert general == ["Rivers reach the sea.", "Birds fly south."]

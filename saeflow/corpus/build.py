@@ -2,8 +2,9 @@
 
 `build_corpus` dispatches on `CorpusConfig.source`: generated financial
 headlines (`corpus_synthetic`), the general-domain text gensim ships
-(`corpus_general`), a Hugging Face dataset, or a local CSV / TSV / Parquet /
-JSONL table. Every corpus leaves here with exactly CORPUS_COLUMNS, unique string
+(`corpus_general`), a Hugging Face dataset, a local CSV / TSV / Parquet /
+JSONL table, or local plain text (a .txt file, or a folder of .txt files). Every
+corpus leaves here with exactly CORPUS_COLUMNS, unique string
 doc ids, and rows with empty text or undecodable bytes skipped and counted in a
 `CorpusReport`.
 """
@@ -15,7 +16,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -69,7 +70,9 @@ def build_corpus(cfg: CorpusConfig, seed: int) -> tuple[pd.DataFrame, CorpusRepo
 
     `seed` drives the synthetic generator and the `max_docs` subsample.
     """
-    if cfg.source == "local":
+    if cfg.source == "local" and is_plain_text(cfg.path):
+        df, report = load_local_text(cfg.path, cfg.text_format)
+    elif cfg.source == "local":
         df, report = load_local_table(cfg.path, **_column_args(cfg))
     elif cfg.source == "huggingface":
         df, report = load_hf_dataset(
@@ -149,7 +152,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         return _read_json(path)
     raise ValueError(
         f"{path}: unsupported table extension {suffix!r}; "
-        "use .csv, .tsv, .parquet, .jsonl or .json"
+        "use .csv, .tsv, .parquet, .jsonl, .json, or .txt for plain text"
     )
 
 
@@ -190,6 +193,53 @@ def _read_json(path: Path) -> pd.DataFrame:
             raise ValueError(f"{path}: line {lineno} is not a JSON object")
         records.append(record)
     return pd.DataFrame(records, dtype=object)
+
+
+def is_plain_text(path: PathLike) -> bool:
+    """Whether a local corpus path is plain text: a .txt file or a folder."""
+    return Path(path).is_dir() or Path(path).suffix.lower() == ".txt"
+
+
+def load_local_text(
+    path: PathLike, text_format: Literal["lines", "paragraphs"] = "lines"
+) -> tuple[pd.DataFrame, CorpusReport]:
+    """Read plain text as a corpus: a .txt file split by `text_format` (one
+    document per line, or per blank-line-separated paragraph), or a folder whose
+    .txt files (searched recursively, in path order) are one document each.
+
+    Doc ids are `<file stem>-<n>` (n counts every line or paragraph, so ids
+    survive skipped ones) or, in a folder, each file's relative path without
+    .txt. Undecodable bytes skip their document and are counted, as in tables.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        # A file's surrounding blank lines and final newline are no part of it.
+        texts = [_read_text(f).strip() for f in files]
+        ids = [f.relative_to(path).with_suffix("").as_posix() for f in files]
+    else:
+        texts = _split_text(_read_text(path), text_format)
+        ids = [f"{path.stem}-{i}" for i in range(len(texts))]
+    raw = pd.DataFrame({"text": texts, "doc_id": ids}, dtype=object)
+    columns = {"text": "text", "label": None, "date": None}
+    columns |= {"ticker": None, "doc_id": "doc_id"}
+    frame = _select(raw, columns, where=str(path), stem=path.stem, source=path.name)
+    return _clean(frame, where=str(path))
+
+
+def _read_text(path: Path) -> str:
+    """A text file's content; bad bytes become lone surrogates (counted later)."""
+    text = path.read_bytes().decode("utf-8-sig", "surrogateescape")
+    # Universal newlines, but not str.splitlines', which also splits on form
+    # feeds and U+2028 inside a document.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _split_text(text: str, text_format: Literal["lines", "paragraphs"]) -> list[str]:
+    if text_format == "lines":
+        return text.removesuffix("\n").split("\n") if text else []
+    # Paragraphs: split on runs of blank (or whitespace-only) lines.
+    return [p.strip() for p in re.split(r"\n[ \t]*\n\s*", text.strip()) if p.strip()]
 
 
 def load_hf_dataset(
