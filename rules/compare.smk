@@ -147,6 +147,12 @@ rule plot_comparison:
             category=COMPARE_CAT,
             labels={"figure": "overlap and transfer FVU by layer"},
         ),
+        latent_scaling=report(
+            "results/compare/latent_scaling.png",
+            caption="../report/compare_latent_scaling.rst",
+            category=COMPARE_CAT,
+            labels={"figure": "Latent Scaling"},
+        ),
         deltas=report(
             "results/compare/delta_distributions.png",
             caption="../report/compare_deltas.rst",

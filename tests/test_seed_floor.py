@@ -1,4 +1,4 @@
-"""Seed floor, stability and Latent Scaling on planted cases where the truth is known."""
+"""Seed floor, stability and Latent Scaling on planted cases with known truth."""
 
 import numpy as np
 import pytest
@@ -118,7 +118,7 @@ def test_effect_interval_counts_the_seed_variation():
     }
     tight = {**spread, **{k: Fake(0.50) for k in spread if k[0] != k[2]}}
     for pairs in (spread, tight):
-        for key, fake in pairs.items():
+        for fake in pairs.values():
             fake.threshold = 0.5
     wide, narrow = floor_summary(spread, 0.95), floor_summary(tight, 0.95)
     assert wide["effect"] == pytest.approx(0.10) == narrow["effect"]

@@ -14,7 +14,13 @@ import pandas as pd  # noqa: E402
 
 from saeflow.workflow.io import atomic_path  # noqa: E402
 
-STATUS_COLORS = {"matched": "#718096", "changed": "#dd6b20", "new": "#2b6cb0"}
+STATUS_COLORS = {
+    "matched": "#718096",
+    "changed": "#dd6b20",
+    "new": "#2b6cb0",
+    "unstable": "#a0aec0",
+    "present_in_base": "#38a169",
+}
 
 
 def _save(fig: plt.Figure, path: str | Path, dpi: int) -> None:
@@ -24,29 +30,72 @@ def _save(fig: plt.Figure, path: str | Path, dpi: int) -> None:
 
 
 def plot_overlap_by_layer(
-    table: pd.DataFrame, note: str, path: str | Path, dpi: int = 120
+    table: pd.DataFrame,
+    floors: dict[int, dict],
+    note: str,
+    path: str | Path,
+    dpi: int = 120,
 ) -> None:
-    """Left: overlap per layer, both methods, bootstrap intervals. Right: each
-    SAE's own held-out FVU and the base SAE's FVU on fine-tuned activations."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    """Left: same-model and cross-model overlap per layer, every replicate pair a
+    dot. Middle: the fine-tuning effect with its interval. Right: each SAE's own
+    held-out FVU and the base SAE's FVU on fine-tuned activations."""
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
     x = table["layer"].to_numpy()
-    for name, color, label in [
-        ("decoder", "#2b6cb0", "decoder cosine"),
-        ("activation", "#dd6b20", "activation correlation"),
-    ]:
-        y = table[f"{name}_overlap"].to_numpy()
-        err = [y - table[f"{name}_overlap_lo"], table[f"{name}_overlap_hi"] - y]
-        left.errorbar(
-            x, y, yerr=np.abs(err), marker="o", capsize=3, color=color, label=label
-        )
+    kinds = [
+        ("same_base", "#718096", -0.12, "base seed vs base seed"),
+        ("same_finetuned", "#dd6b20", 0.0, "fine-tuned seed vs seed"),
+        ("cross", "#2b6cb0", 0.12, "base vs fine-tuned"),
+    ]
+    for kind, color, shift, label in kinds:
+        px, py = [], []
+        for layer in x:
+            for pair in floors[int(layer)]["pairs"]:
+                if pair["kind"] == kind:
+                    px.append(layer + shift)
+                    py.append(pair["overlap"])
+        if px:
+            left.scatter(px, py, color=color, s=18, label=label, zorder=3)
     left.set(
         xlabel="layer",
-        ylabel="fraction of fine-tuned features matched",
+        ylabel="fraction of features matched",
         ylim=(0, 1.05),
-        title="Feature overlap, base vs fine-tuned",
+        title="Decoder overlap per SAE pair",
         xticks=x,
     )
-    left.legend()
+    left.legend(fontsize=8)
+    effect = table["finetuning_effect"].to_numpy(dtype=float)
+    if np.isfinite(effect).any():
+        err = np.abs(
+            [
+                effect - table["finetuning_effect_lo"].to_numpy(dtype=float),
+                table["finetuning_effect_hi"].to_numpy(dtype=float) - effect,
+            ]
+        )
+        beyond = table["beyond_seed_floor"].fillna(False).to_numpy(dtype=bool)
+        for mask, color, label in [
+            (beyond, "#c53030", "beyond the seed floor"),
+            (~beyond, "#a0aec0", "within the seed floor"),
+        ]:
+            if mask.any():
+                mid.errorbar(
+                    x[mask],
+                    effect[mask],
+                    yerr=err[:, mask],
+                    fmt="o",
+                    capsize=4,
+                    color=color,
+                    label=label,
+                )
+        mid.legend(fontsize=8)
+    else:
+        mid.text(0.5, 0.5, "no seed floor\n(compare.replicates = 1)", ha="center")
+    mid.axhline(0, color="black", lw=0.7)
+    mid.set(
+        xlabel="layer",
+        ylabel="same-model − cross-model overlap",
+        title="Fine-tuning effect (95 % interval)",
+        xticks=x,
+    )
     for col, style, label in [
         ("fvu_base_own", "o-", "base SAE on base"),
         ("fvu_finetuned_own", "s-", "fine-tuned SAE on fine-tuned"),
@@ -55,8 +104,61 @@ def plot_overlap_by_layer(
         right.plot(x, table[col], style, label=label)
     right.set(xlabel="layer", ylabel="held-out FVU", title="Transfer FVU", xticks=x)
     right.set_ylim(bottom=0)
-    right.legend()
-    fig.suptitle(f"Base vs fine-tuned SAE features{note}")
+    right.legend(fontsize=8)
+    fig.suptitle(f"Base vs fine-tuned SAE features, against the seed floor{note}")
+    _save(fig, path, dpi)
+
+
+def plot_latent_scaling(
+    by_layer: dict[int, pd.DataFrame],
+    thresholds: dict[str, float],
+    note: str,
+    path: str | Path,
+    dpi: int = 120,
+) -> None:
+    """Histograms of ν (base β / fine-tuned β) per layer and target, matched
+    features against the stable unmatched ones (new or present in base)."""
+    layers = sorted(by_layer)
+    fig, axes = plt.subplots(
+        2,
+        len(layers),
+        figsize=(3.8 * len(layers), 6),
+        squeeze=False,
+        layout="constrained",
+    )
+    bins = np.linspace(-0.5, 1.5, 41)
+    for col, layer in enumerate(layers):
+        df = by_layer[layer]
+        groups = [
+            ("matched / changed", df["status"].isin(["matched", "changed"]), "#718096"),
+            (
+                "stable, unmatched",
+                df["status"].isin(["new", "present_in_base"]),
+                "#2b6cb0",
+            ),
+        ]
+        for row, target in enumerate(("reconstruction", "error")):
+            ax = axes[row, col]
+            for label, mask, color in groups:
+                nu = df.loc[mask, f"nu_{target}"].dropna().clip(-0.5, 1.5)
+                ax.hist(
+                    nu,
+                    bins=bins,
+                    alpha=0.6,
+                    color=color,
+                    density=True,
+                    label=f"{label} ({len(nu)})",
+                )
+            ax.axvline(thresholds[target], color="#c53030", ls="--", lw=1)
+            ax.set(
+                title=f"layer {layer}, {target} target",
+                xlabel="ν = β_base / β_fine-tuned (clipped)",
+            )
+            ax.legend(fontsize=7)
+    fig.suptitle(
+        "Latent Scaling: does the base model carry each fine-tuned feature's "
+        f"direction? (red: threshold for new){note}"
+    )
     _save(fig, path, dpi)
 
 
@@ -158,9 +260,9 @@ def plot_specialization_scatter(
         values = hit[["specialization_base", "specialization_finetuned"]].to_numpy()
         lim = float(np.nanmax(np.abs(values))) if values.size else 1.0
         ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.6)
-        n_new = int((df["status"] == "new").sum())
+        n_unmatched = int((~df["matched"]).sum())
         ax.set(
-            title=f"layer {layer} ({n_new} new not shown)",
+            title=f"layer {layer} ({n_unmatched} unmatched not shown)",
             xlabel="base partner specialization",
             ylabel="fine-tuned specialization",
         )

@@ -85,9 +85,28 @@ def comparison_reports(
                 "base_sae_in_finetuned_recovered": sae["fraction_recovered"],
                 "base_sae_in_finetuned_accuracy": sae["accuracy"],
             }
+        floor = s["seed_floor"]
+        ci = floor["effect_ci"] or [None, None]
         rows.append(
             {
                 "layer": layer,
+                "finetuning_effect": floor["effect"],
+                "finetuning_effect_lo": ci[0],
+                "finetuning_effect_hi": ci[1],
+                "beyond_seed_floor": floor["beyond_floor"],
+                "same_model_overlap_base": floor["same_model_overlap"]["base"],
+                "same_model_overlap_finetuned": floor["same_model_overlap"][
+                    "finetuned"
+                ],
+                "cross_model_overlap": floor["cross_model_overlap"],
+                "n_new": s["n_new"],
+                "n_unstable": s["n_unstable"],
+                "n_present_in_base": s["n_present_in_base"],
+                "n_matched_other_seed": s["n_matched_other_seed"],
+                "n_changed": s["n_changed"],
+                "n_lost": s["n_lost"],
+                "n_lost_unstable": s["n_lost_unstable"],
+                "n_lost_present_in_finetuned": s["n_lost_present_in_finetuned"],
                 "decoder_overlap": s["decoder"]["overlap"],
                 "decoder_overlap_lo": s["decoder"]["overlap_ci"][0],
                 "decoder_overlap_hi": s["decoder"]["overlap_ci"][1],
@@ -98,9 +117,8 @@ def comparison_reports(
                 "activation_threshold": s["activation"]["threshold"],
                 "methods_agree": s["methods_agree"],
                 "n_matched": s["n_matched"],
-                "n_changed": s["n_changed"],
-                "n_new": s["n_new"],
-                "n_lost": s["n_lost"],
+                "n_unmatched_finetuned": s["n_unmatched_finetuned"],
+                "n_unmatched_base": s["n_unmatched_base"],
                 "fvu_base_own": t["fvu_base_own"],
                 "fvu_finetuned_own": t["fvu_finetuned_own"],
                 "fvu_transfer": t["fvu_transfer"],
@@ -124,6 +142,22 @@ def comparison_reports(
     first, last = overlap.iloc[0], overlap.iloc[-1]
     summary = {
         **notes,
+        "finetuning_effect": {
+            str(layer): {
+                "effect": s["seed_floor"]["effect"],
+                "effect_ci": s["seed_floor"]["effect_ci"],
+                "beyond_seed_floor": s["seed_floor"]["beyond_floor"],
+                "verdict": s["seed_floor"]["verdict"],
+                "n_new": s["n_new"],
+                "n_unstable": s["n_unstable"],
+                "n_changed": s["n_changed"],
+                "n_lost": s["n_lost"],
+            }
+            for layer, s in sorted(layers.items())
+        },
+        "layers_beyond_seed_floor": [
+            int(r["layer"]) for _, r in overlap.iterrows() if r["beyond_seed_floor"]
+        ],
         "layers": [int(v) for v in overlap["layer"]],
         "overlap_first_layer": float(first["decoder_overlap"]),
         "overlap_last_layer": float(last["decoder_overlap"]),
@@ -159,18 +193,44 @@ def comparison_reports(
 
 
 DEFINITIONS = {
-    "matched": "decoder cosine of the assigned base partner above the null threshold",
+    "seed floor": "compare.replicates SAEs per model and layer from independent "
+    "init seeds; every pair matched by decoder cosine with its own null threshold",
+    "same-model overlap": "fraction of features of one replicate matched in another "
+    "replicate of the same model, averaged over pairs",
+    "cross-model overlap": "fraction of fine-tuned features matched in a base "
+    "replicate, averaged over all replicate pairs",
+    "fine-tuning effect": "mean same-model overlap (both models) minus cross-model "
+    "overlap; interval: t interval over between-seed and feature variance; beyond "
+    "the seed floor when its lower end is above 0",
+    "matched": "decoder cosine of the assigned base (replicate 0) partner above "
+    "the null threshold",
     "null": "the same assignment with the fine-tuned SAE replaced by random "
     "features with its mean and covariance of decoder/encoder rows (reading the "
-    "fine-tuned activations); when both SAEs still carry their common training "
-    "init, the init moved by random displacements with the fine-tuned SAE's "
-    "displacement statistics; threshold = that null's null_quantile",
-    "overlap": "fraction of fine-tuned features matched; interval: features "
-    "bootstrapped",
-    "new": "fine-tuned feature without a matched base partner",
+    "fine-tuned activations); a shared-init displacement null only when both SAEs "
+    "came from one init seed; threshold = that null's null_quantile",
+    "overlap": "fraction of fine-tuned features matched to base replicate 0; "
+    "interval: features bootstrapped (no seed variation: see fine-tuning effect)",
+    "new": "fine-tuned feature matched in every other fine-tuned replicate "
+    "(stable), in no base replicate, and absent from the base model by Latent "
+    "Scaling (nu_error < nu_error_max and nu_reconstruction < "
+    "nu_reconstruction_max)",
+    "unstable": "unmatched in every base replicate, but not matched in every other "
+    "replicate of its own model: seed noise, not counted as new or lost",
+    "matched_other_seed": "no partner in replicate 0 of the other model, but one "
+    "in another of its replicates",
+    "present_in_base": "stable and unmatched, but Latent Scaling finds its "
+    "direction in the base model where it fires (mirror: present_in_finetuned)",
+    "silent": "never fires on the compared tokens",
     "changed": "matched, but mean activation on domain text moved by at least "
     "changed_fold and its document-bootstrap interval excludes 0",
-    "lost": "base feature that is no fine-tuned feature's matched partner",
+    "lost": "base feature stable across base replicates, matched in no fine-tuned "
+    "replicate, absent from the fine-tuned model by Latent Scaling",
+    "latent scaling": "beta = closed-form least-squares scale of a feature's "
+    "decoder direction times its activation fitted to a target on the same tokens "
+    "(each model's SAE reconstruction without bias, or its reconstruction error "
+    "plus the feature's own term for its own model); nu = beta_other / beta_own",
+    "n_unmatched_finetuned, n_unmatched_base": "raw counts without partner in "
+    "the other model's replicate 0 (what earlier versions called new and lost)",
     "specialization": "mean activation on domain text minus on general text",
     "transfer FVU": "base SAE's held-out FVU on the fine-tuned model's activations",
     "base SAE in fine-tuned": "the base SAE's reconstruction spliced into the "

@@ -158,9 +158,10 @@ def make_comparison_figures(
     cfg: ComparePlotConfig,
     outs: dict[str, str],
 ) -> None:
-    """The four comparison figures."""
+    """The comparison figures."""
     from saeflow.compare.plots import (
         plot_delta_distributions,
+        plot_latent_scaling,
         plot_overlap_by_layer,
         plot_specialization_heatmap,
         plot_specialization_scatter,
@@ -168,9 +169,20 @@ def make_comparison_figures(
 
     table = pd.read_csv(overlap)
     by_layer = {layer: pd.read_parquet(p) for layer, p in matches.items()}
-    synthetic = _read_json(summary)["domain_corpus_synthetic_fraction"] > 0
+    details = _read_json(summary)
+    synthetic = details["domain_corpus_synthetic_fraction"] > 0
     summary_note = " (synthetic domain corpus)" if synthetic else ""
-    plot_overlap_by_layer(table, summary_note, outs["overlap"], cfg.dpi)
+    layer_details = details["layer_details"]
+    floors = {int(k): v["seed_floor"] for k, v in layer_details.items()}
+    plot_overlap_by_layer(table, floors, summary_note, outs["overlap"], cfg.dpi)
+    scaling = next(iter(layer_details.values()))["latent_scaling"]
+    thresholds = {
+        "reconstruction": scaling["nu_reconstruction_max"],
+        "error": scaling["nu_error_max"],
+    }
+    plot_latent_scaling(
+        by_layer, thresholds, summary_note, outs["latent_scaling"], cfg.dpi
+    )
     plot_delta_distributions(by_layer, summary_note, outs["deltas"], cfg.dpi)
     plot_specialization_heatmap(
         by_layer, cfg.heatmap_features, summary_note, outs["heatmap"], cfg.dpi
