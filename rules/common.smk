@@ -15,7 +15,7 @@ from saeflow.workflow.config import (
 from saeflow.backtest.config import BacktestConfig
 from saeflow.backtest.preflight import check_backtest_files
 from saeflow.corpus.preflight import check_corpus_files
-from saeflow.models.preflight import check_models
+from saeflow.models.preflight import check_finetune_labels, check_models
 from saeflow.sae.imported import imported_saes
 
 # `--config sae={k: 16}` reaches here merged into the config file's `sae` block,
@@ -98,6 +98,9 @@ def is_activated(stage):
 check_models({m: config["models"][m]["ref"] for m in MODELS}, ACT_CFG, SAE_CFG)
 for c in CORPORA:
     check_corpus_files(CORPUS_CFG[c], f"corpora.{c}")
+check_finetune_labels(
+    FINETUNE_CFG, CORPUS_CFG["domain"], config["models"]["finetuned"]["ref"]
+)
 if is_activated("backtest"):
     check_backtest_files(BACKTEST_CFG)
 

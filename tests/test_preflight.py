@@ -11,12 +11,13 @@ from conftest import fake_hub_cache, fresh_workdir, snakemake
 from saeflow.backtest.config import BacktestConfig
 from saeflow.backtest.preflight import check_backtest_files
 from saeflow.corpus.preflight import check_corpus_files
-from saeflow.models.preflight import check_models
+from saeflow.models.preflight import check_finetune_labels, check_models
 from saeflow.models.refs import ModelNotFoundError, ModelShape, read_model_shape
 from saeflow.workflow.config import (
     ActivationConfig,
     ConfigError,
     CorpusConfig,
+    FinetuneConfig,
     SAEConfig,
 )
 
@@ -38,6 +39,11 @@ MISTAKES = {
         "corpora={domain: {source: local, path: no_such.csv}}",
         "corpora.domain.path",
         "no_such.csv does not exist",
+    ),
+    "classification_without_labels": (
+        "corpora={domain: {source: gensim, parts: [lee]}}",
+        "finetune.objective",
+        "corpora.domain (gensim 'gensim') has none",
     ),
 }
 
@@ -130,3 +136,26 @@ def test_backtest_news_file_checked(tmp_path):
     missing = BacktestConfig.from_dict({"news": {"source": "djia", "path": "x.csv"}})
     with pytest.raises(ConfigError, match=r"'backtest.news.path'.*does not exist"):
         check_backtest_files(missing)
+
+
+def test_unlabelled_domain_text_needs_the_mlm_objective(tmp_path, tiny_bert):
+    unlabelled = CorpusConfig(source="local", path="notes.txt")
+    classify, mlm = FinetuneConfig(), FinetuneConfig(objective="mlm")
+    with pytest.raises(ConfigError, match="finetune.objective: mlm") as err:
+        check_finetune_labels(classify, unlabelled, None)
+    assert "corpora.domain (local 'notes.txt')" in str(err.value)
+    check_finetune_labels(mlm, unlabelled, None)
+    check_finetune_labels(classify, unlabelled, "some/finetuned")  # not made here
+    labelled = CorpusConfig(source="local", path="n.csv", label_column="y")
+    check_finetune_labels(classify, labelled, None)
+    # The dry run with the mlm objective plans the fine-tuning on the text.
+    work = fresh_workdir(tmp_path, tiny_bert)
+    result = snakemake(
+        work,
+        "-n",
+        "--config",
+        "corpora={domain: {source: gensim, parts: [lee]}}",
+        "finetune={objective: mlm}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "finetune_model" in result.stdout

@@ -1,5 +1,6 @@
 """Models (rules/models.smk): resolve model references, load models and tokenizers,
-and fine-tune the base model into a domain sentiment classifier.
+and fine-tune the base model into a domain sentiment classifier (finetune.py) or,
+from unlabelled text, a domain-adapted language model (domain_lm.py).
 
 Inputs: results/corpus/domain.parquet; models.base.ref (hub id, folder or
 package:<module>).

@@ -109,7 +109,7 @@ def weights_hash(ref: str) -> str:
     return h.hexdigest()
 
 
-ModelKind = Literal["classifier", "causal_lm", "encoder"]
+ModelKind = Literal["classifier", "masked_lm", "causal_lm", "encoder"]
 
 
 def model_kind(ref: str) -> ModelKind:
@@ -123,6 +123,8 @@ def model_kind(ref: str) -> ModelKind:
         return "classifier"
     if any(a.endswith("ForCausalLM") for a in arch):
         return "causal_lm"
+    if any(a.endswith("ForMaskedLM") for a in arch):
+        return "masked_lm"
     return "encoder"
 
 
@@ -134,12 +136,14 @@ def load_with_head(
     from transformers import (
         AutoModel,
         AutoModelForCausalLM,
+        AutoModelForMaskedLM,
         AutoModelForSequenceClassification,
     )
 
     kind = model_kind(ref)
     auto = {
         "classifier": AutoModelForSequenceClassification,
+        "masked_lm": AutoModelForMaskedLM,
         "causal_lm": AutoModelForCausalLM,
         "encoder": AutoModel,
     }[kind]

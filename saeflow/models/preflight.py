@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from saeflow.models.refs import ModelNotFoundError, ModelShape, read_model_shape
-from saeflow.workflow.config import ActivationConfig, ConfigError, SAEConfig
+from saeflow.workflow.config import (
+    ActivationConfig,
+    ConfigError,
+    CorpusConfig,
+    FinetuneConfig,
+    SAEConfig,
+)
 
 
 def check_models(
@@ -72,3 +78,26 @@ def _check_latents(shape: ModelShape, sae: SAEConfig, model: str) -> None:
             f"latents (expansion {cfg.expansion} × hidden size {shape.hidden_size} "
             f"of {model})"
         )
+
+
+def check_finetune_labels(
+    finetune: FinetuneConfig, domain: CorpusConfig, finetuned_ref: str | None
+) -> None:
+    """The classification objective needs a domain corpus that has labels.
+
+    Only the workflow's own fine-tuning (models.finetuned.ref null) reads them.
+    Synthetic headlines carry labels; gensim text never does; a huggingface or
+    local corpus does when it names a label_column.
+    """
+    if finetuned_ref is not None or finetune.objective != "classification":
+        return
+    if domain.source == "synthetic_headlines" or domain.label_column:
+        return
+    where = domain.path or domain.dataset or domain.source
+    raise ConfigError(
+        "invalid config at key 'finetune.objective': 'classification' trains on "
+        f"the domain corpus' labels, but corpora.domain ({domain.source} "
+        f"{where!r}) has none (no corpora.domain.label_column). Set "
+        "finetune.objective: mlm to fine-tune on the unlabelled text "
+        "(masked-LM / next-token), or name the label column"
+    )

@@ -1,5 +1,5 @@
 """Entry point of the finetune_model rule: fine-tune the base model on the domain
-corpus' labels.
+corpus' labels, or on its text alone (finetune.objective).
 
 As in every stage's entry points, heavy libraries are imported inside the function
 (see saeflow/__init__.py).
@@ -23,11 +23,17 @@ def make_finetuned(
     out_dir: str | Path,
     metrics: str | Path,
 ) -> None:
-    """Fine-tune the base model on the domain corpus' labels."""
-    from saeflow.models.finetune import finetune
-
+    """Fine-tune the base model on the domain corpus: its labels
+    (`classification`) or its text alone (`mlm`)."""
     df = pd.read_parquet(corpus)
-    result = finetune(base_ref, df, cfg, seed, out_dir)
+    if cfg.objective == "mlm":
+        from saeflow.models.domain_lm import finetune_lm
+
+        result = finetune_lm(base_ref, df, cfg, seed, out_dir)
+    else:
+        from saeflow.models.finetune import finetune
+
+        result = finetune(base_ref, df, cfg, seed, out_dir)
     write_json(
         {
             **result._asdict(),

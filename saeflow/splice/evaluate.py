@@ -15,6 +15,8 @@ What is compared depends on the model's head:
 - classifier: accuracy, cross-entropy against the true labels, KL(clean ‖ condition)
   of the class probabilities;
 - causal LM: next-token cross-entropy;
+- masked LM (finetune.objective mlm): cross-entropy and top-1 accuracy on the
+  masked tokens, the same seeded masks in every condition;
 - encoder (no head): cosine of the mean-pooled (attention mask) final hidden state
   to the clean one; its loss is 1 - cosine.
 
@@ -40,6 +42,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from saeflow.models.domain_lm import mask_tokens, token_nll
 from saeflow.models.loading import ModelKind, token_batches
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,8 @@ class SpliceBatch(NamedTuple):
     """[B, T] bool: positions spliced (attended, and not special if excluded)."""
     labels: torch.Tensor | None
     """[B] class ids (classifier only)."""
+    lm_labels: torch.Tensor | None = None
+    """[B, T] masked tokens' ids, -100 elsewhere (masked LM only)."""
 
 
 def make_batches(
@@ -123,24 +128,54 @@ def make_batches(
     batch_size: int,
     exclude_special: bool,
     device: str,
+    mlm_probability: float | None = None,
+    seed: int = 0,
 ) -> list[SpliceBatch]:
-    """Tokenize `texts` (truncated to max_length) into batches."""
+    """Tokenize `texts` (truncated to max_length) into batches.
+
+    With `mlm_probability` (masked LM), tokens are masked as in training
+    (saeflow.models.domain_lm.mask_tokens), seeded, and become the targets.
+    """
     batches = []
+    gen = torch.Generator().manual_seed(seed)
     for start, enc, mask in token_batches(
         tok, texts, max_length, batch_size, exclude_special, device
     ):
         y = None if labels is None else torch.tensor(labels[start : start + batch_size])
+        inputs, lm_labels = dict(enc), None
+        if mlm_probability is not None:
+            ids = enc["input_ids"].cpu()
+            special = torch.tensor(
+                [
+                    tok.get_special_tokens_mask(r, already_has_special_tokens=True)
+                    for r in ids.tolist()
+                ]
+            ).bool()
+            attended = enc["attention_mask"].cpu().bool()
+            masked, lm_labels = mask_tokens(
+                ids,
+                attended & ~special,
+                mlm_probability,
+                tok.mask_token_id,
+                len(tok),
+                gen,
+            )
+            inputs["input_ids"], lm_labels = masked.to(device), lm_labels.to(device)
         batches.append(
-            SpliceBatch(dict(enc), mask, None if y is None else y.to(device))
+            SpliceBatch(inputs, mask, None if y is None else y.to(device), lm_labels)
         )
     return batches
 
 
 def _outputs(model, kind: ModelKind, batch: SpliceBatch) -> torch.Tensor:
-    """Per-example result: logits [B, C], pooled [B, D] or next-token NLL [B, T-1]."""
+    """Per-example result: logits [B, C], pooled [B, D], next-token NLL [B, T-1]
+    or, masked LM, (summed NLL, correct) over masked tokens [B, 2]."""
     out = model(**batch.inputs)
     if kind == "classifier":
         return out.logits.float()
+    if kind == "masked_lm":
+        nll, correct, _ = token_nll(out.logits, batch.lm_labels, "masked_lm")
+        return torch.stack([nll, correct.float()], 1)
     attn = batch.inputs["attention_mask"]
     if kind == "encoder":
         m = attn.unsqueeze(-1).to(out.last_hidden_state.dtype)
@@ -186,6 +221,11 @@ def _metrics(
     if kind == "encoder":
         cos = F.cosine_similarity(out, clean, dim=-1)
         return {"cosine_to_clean": float(cos.mean()), "loss": float(1 - cos.mean())}
+    if kind == "masked_lm":
+        return {
+            "loss": float(out[:, 0].sum() / n_tokens),
+            "accuracy": float(out[:, 1].sum() / n_tokens),
+        }
     return {"loss": float(out.sum() / n_tokens)}
 
 
@@ -201,8 +241,8 @@ def splice_eval(
 
     Returns {"conditions": {name: metrics}, "n_docs", "n_tokens_spliced",
     "sae_fvu"}. `loss` per condition is the classifier's cross-entropy against
-    the labels, the LM's next-token cross-entropy, or the encoder's
-    1 - cosine to clean; sae and mean also get `fraction_recovered`.
+    the labels, the LM's next-token or masked-token cross-entropy, or the
+    encoder's 1 - cosine to clean; sae and mean also get `fraction_recovered`.
     `sae_fvu` is ‖x - f(x)‖² / ‖x - mean‖² of `reconstruct` on the spliced tokens.
     """
     mean = layer_mean(model, layer, batches)
@@ -228,7 +268,10 @@ def splice_eval(
             # LM results are [B, T-1]: sum per example so batches concatenate.
             results[name].append(out.sum(1) if kind == "causal_lm" else out)
     labels = torch.cat([b.labels for b in batches]) if kind == "classifier" else None
-    n_targets = sum(int(b.inputs["attention_mask"][:, 1:].sum()) for b in batches)
+    if kind == "masked_lm":
+        n_targets = sum(int((b.lm_labels != -100).sum()) for b in batches)
+    else:
+        n_targets = sum(int(b.inputs["attention_mask"][:, 1:].sum()) for b in batches)
     out = {name: torch.cat(parts) for name, parts in results.items()}
     conditions = {
         name: _metrics(kind, out["clean"], out[name], labels, n_targets)

@@ -71,6 +71,8 @@ def make_spliced(
         cfg.batch_size,
         act.special_tokens == "exclude",
         dev,
+        finetune.mlm_probability if kind == "masked_lm" else None,
+        seed,
     )
     result = splice_eval(
         model, kind, layer, lambda x: sae.decode(sae.encode(x.float())), batches

@@ -126,6 +126,20 @@ class FinetuneConfig(_FromDict):
     """Held-out fraction for accuracy (split by document, seeded)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    objective: Literal["classification", "mlm"] = "classification"
+    """`classification`: a sentiment head trained on the domain corpus' labels;
+    `mlm`: domain-adaptive language-model training on its text alone (masked-LM
+    for encoders, next-token for causal LMs), labels unused."""
+    mlm_probability: float = 0.15
+    """mlm, encoders: fraction of tokens masked (BERT's 15 %)."""
+    head_warmup_steps: int = 100
+    """mlm, encoders whose checkpoint ships no masked-LM head: steps training the
+    freshly initialised head alone (encoder frozen) before the `before` loss is
+    measured, so before/after compare encoders, not a random head."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError("finetune.mlm_probability must be in (0, 1)")
 
 
 @dataclass(frozen=True)
