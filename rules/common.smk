@@ -13,7 +13,7 @@ from saeflow.workflow.config import (
     validate_config,
 )
 from saeflow.backtest.config import BacktestConfig
-from saeflow.backtest.preflight import check_backtest_files
+from saeflow.backtest.preflight import check_backtest_files, check_backtest_sentiment
 from saeflow.corpus.preflight import check_corpus_files
 from saeflow.models.preflight import check_finetune_labels, check_models
 from saeflow.sae.imported import imported_saes
@@ -103,6 +103,9 @@ check_finetune_labels(
 )
 if is_activated("backtest"):
     check_backtest_files(BACKTEST_CFG)
+    check_backtest_sentiment(
+        BACKTEST_CFG, FINETUNE_CFG, config["models"]["finetuned"]["ref"]
+    )
 
 
 def viewer_feature_inputs(wildcards):

@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "saeflow.sae.export",
         "convert an SAE to or from SAELens' and sparsify's layouts",
     ),
+    "make-tiny-model": (
+        "saeflow.models.tiny",
+        "write the tiny random BERT of tests/configs/tiny.yaml (trying the workflow)",
+    ),
     "export-features": (
         "saeflow.viewer.neuronpedia",
         "write Neuronpedia-style JSON per feature of a finished run",

@@ -2,6 +2,7 @@
 provenance helpers that need no workflow run. The checks against a real
 scheduler are in tests/test_slurm.py."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from saeflow.workflow.cluster import (
     gpus_requested,
     requests_from_profile,
 )
+from saeflow.workflow.cluster_limits import parse_slurm_time, partition_limits
+from saeflow.workflow.cluster_watch import check_pending
 from saeflow.workflow.provenance import record_path, sha256_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +108,100 @@ def test_folder_hash_ignores_snakemake_marker_and_location(tmp_path):
     assert sha256_path(tmp_path / "a") == sha256_path(tmp_path / "b")
     (tmp_path / "b" / "sub" / "w.bin").write_bytes(b"\x00\x02")
     assert sha256_path(tmp_path / "a") != sha256_path(tmp_path / "b")
+
+
+# Real output of the one-node test cluster (tests/test_slurm.py, SLURM 22.05),
+# and of a second partition with limits, in the same formats.
+SINFO = "debug|16|262144|gpu:fake:2\nsmall*|2|19000|(null)\nsmall*|4+|8000|(null)\n"
+SCONTROL = (
+    "PartitionName=debug AllowGroups=ALL Default=YES QoS=N/A DefaultTime=NONE "
+    "MaxNodes=UNLIMITED MaxTime=UNLIMITED MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED"
+    " Nodes=vm State=UP TotalCPUs=16 TotalNodes=1 JobDefaults=(null) "
+    "DefMemPerNode=UNLIMITED MaxMemPerNode=UNLIMITED "
+    "TRES=cpu=16,mem=256G,node=1,billing=16\n"
+    "PartitionName=small AllowGroups=ALL Default=NO MaxTime=2-12:00:00 "
+    "MaxCPUsPerNode=3 MaxMemPerNode=16000 State=UP TotalCPUs=6 TotalNodes=2\n"
+)
+
+
+def test_partition_limits_from_sinfo_and_scontrol():
+    limits = partition_limits(SINFO, SCONTROL)
+    assert limits["debug"][:3] == (16, 262144, None)
+    # Largest node (4 CPUs, 19000 MB) capped by MaxCPUsPerNode and MaxMemPerNode.
+    assert limits["small"][:3] == (3, 16000, 3600)
+    assert limits["small"].source["cpus"] == "MaxCPUsPerNode"
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("UNLIMITED", None), ("infinite", None), ("30", 30), ("30:15", 31)]
+    + [("1:00:00", 60), ("2-12", 3600), ("2-12:30:00", 3630)],
+)
+def test_slurm_time(text, minutes):
+    assert parse_slurm_time(text) == minutes
+
+
+def test_requests_beyond_the_nodes_and_maxtime_are_refused_naming_both_numbers():
+    cluster = ClusterInfo(
+        {"debug": 2, "small": 0}, {}, None, partition_limits(SINFO, SCONTROL)
+    )
+    problems = check_requests(
+        [
+            JobRequest("train_sae", "debug", None, 1, 32, 300000, 720),
+            JobRequest("finetune_model", "small", None, 0, 8, 32000, 4000),
+            JobRequest("build_corpus", "small", None, 0, 1, 8000, 60),
+        ],
+        cluster,
+        True,
+    )
+    assert problems == [
+        "rule train_sae: threads: asks for 32 CPUs but the nodes of partition "
+        "'debug' have at most 16 (sinfo CPUs per node); SLURM would leave the job "
+        "PENDING (Reason=PartitionConfig) forever",
+        "rule train_sae: mem_mb: asks for 300000 MB but the nodes of partition "
+        "'debug' have at most 262144 MB (sinfo RealMemory)",
+        "rule finetune_model: threads: asks for 8 CPUs but the nodes of partition "
+        "'small' have at most 3 (MaxCPUsPerNode); SLURM would leave the job "
+        "PENDING (Reason=PartitionConfig) forever",
+        "rule finetune_model: mem_mb: asks for 32000 MB but the nodes of partition "
+        "'small' have at most 16000 MB (MaxMemPerNode)",
+        "rule finetune_model: runtime: asks for 4000 min but partition 'small' "
+        "allows at most 3600 min (MaxTime=2-12:00:00)",
+    ]
+
+
+def test_shipped_profile_threads_memory_and_runtime_are_read():
+    reqs = {
+        r.rule: r
+        for r in requests_from_profile(ROOT / "profiles" / "slurm", ["train_sae"])
+    }
+    assert reqs["train_sae"][4:] == (8, 64000, 720)
+
+
+def test_hopeless_pending_reasons(monkeypatch):
+    squeue = (
+        "12|debug|PartitionConfig|rule_train_sae_wildcards_base_1\n"
+        "13|debug|Resources|rule_build_corpus\n"
+        "14|gpu|ReqNodeNotAvail, UnavailableNodes:n[1-2]|rule_cache_activations\n"
+        "15|debug|ReqNodeNotAvail, UnavailableNodes:n3|rule_label_features\n"
+    )
+    calls = []
+
+    def run(cmd):
+        calls.append(cmd)
+        out = squeue if cmd[0] == "squeue" else ""
+        if cmd[0] == "sinfo":  # every node of gpu is down; debug has one idle
+            out = "down*\ndrain\n" if cmd[3] == "gpu" else "idle\ndrain\n"
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+    found = check_pending("run-uuid", run, report=lambda m: None)
+
+    assert [m.split(" can never")[0] for m in found] == [
+        "SLURM job 12 (rule train_sae)",
+        "SLURM job 14 (rule cache_activations)",
+    ]
+    assert "Reason=PartitionConfig (the request exceeds" in found[0]
+    assert "no node of partition 'gpu' is up" in found[1]
+    assert ["scancel", "12"] in calls and ["scancel", "14"] in calls
+    assert ["scancel", "13"] not in calls and ["scancel", "15"] not in calls
+    assert [c for c in calls if c[0] == "squeue"][0][5] == "run-uuid"

@@ -156,6 +156,14 @@ def test_unlabelled_domain_text_needs_the_mlm_objective(tmp_path, tiny_bert):
         "--config",
         "corpora={domain: {source: gensim, parts: [lee]}}",
         "finetune={objective: mlm}",
+        "backtest={features: {sentiment: false}}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "finetune_model" in result.stdout
+    # The backtest's sentiment feature needs a classifier, which mlm makes none of.
+    result = snakemake(work, "-n", "--config", "finetune={objective: mlm}")
+    assert result.returncode != 0
+    assert (
+        "invalid config at key 'backtest.features.sentiment'"
+        in result.stdout + result.stderr
+    )

@@ -400,3 +400,63 @@ def test_time_limit_kill_leaves_no_output_and_rerun_resumes(
         cluster.run(["scancel", "--user", getpass.getuser()])
         time.sleep(5)  # KillWait=2: SLURM's own kill comes first
         kill_leftovers(str(work))
+
+
+def test_requests_beyond_the_node_refused_before_submitting(cluster, work, tmp_path):
+    """The node has 16 CPUs and 262144 MB: threads 32 would pend forever
+    (PartitionConfig), 300000 MB would be refused by sbatch mid-run."""
+    shutil.copytree(work / "models", tmp_path / "models")
+    before = len(cluster.jobs())
+
+    def too_big(cfg):
+        cfg["set-threads"]["train_sae"] = 32
+        cfg["set-resources"]["train_sae"]["mem_mb"] = 300000
+
+    profile = write_profile(tmp_path / "p", too_big)
+    check = subprocess.run(
+        [sys.executable, "-m", "saeflow.cli", "check-cluster", "--profile", profile],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+    )
+    assert check.returncode == 1
+    for line in (
+        "train_sae: threads: asks for 32 CPUs but the nodes of partition 'debug'"
+        " have at most 16",
+        "train_sae: mem_mb: asks for 300000 MB but the nodes of partition 'debug'"
+        " have at most 262144 MB",
+    ):
+        assert line in check.stdout
+    result = run_snakemake(tmp_path, profile, TARGET)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "nothing was submitted" in out
+    assert "rule train_sae: threads: asks for 32 CPUs" in out
+    assert "rule train_sae: mem_mb: asks for 300000 MB" in out
+    assert len(cluster.jobs()) == before
+
+
+def test_job_that_can_never_start_is_reported_and_cancelled(cluster):
+    """What the workflow's watcher thread does each poll, on a real pending job."""
+    from saeflow.workflow.cluster_watch import check_pending
+
+    name = "saeflow-hopeless-test"
+    sub = cluster.run(
+        ["sbatch", "-p", "debug", "-c", "32", "--job-name", name]
+        + ["--comment", "rule_train_sae_wildcards_base_1", "--wrap", "sleep 1"]
+    )
+    assert sub.returncode == 0, sub.stderr
+    job_id = sub.stdout.split()[-1]
+    end = time.time() + 30
+    while "PartitionConfig" not in cluster.show(job_id):
+        assert time.time() < end, cluster.show(job_id)
+        time.sleep(1)
+
+    found = check_pending(name, cluster.run, report=lambda m: None)
+
+    assert found and found[0].startswith(
+        f"SLURM job {job_id} (rule train_sae) can never start: Reason=PartitionConfig"
+    )
+    end = time.time() + 30
+    while "JobState=CANCELLED" not in cluster.show(job_id):
+        assert time.time() < end, cluster.show(job_id)
+        time.sleep(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from saeflow.backtest.config import BacktestConfig
 from saeflow.corpus.preflight import check_table
-from saeflow.workflow.config import ConfigError
+from saeflow.workflow.config import ConfigError, FinetuneConfig
 
 
 def check_backtest_files(cfg: BacktestConfig) -> None:
@@ -40,3 +40,16 @@ def check_backtest_files(cfg: BacktestConfig) -> None:
             "price_column": prices.price_column,
         }
         check_table(Path(prices.path), "backtest.prices", columns)
+
+
+def check_backtest_sentiment(
+    cfg: BacktestConfig, finetune: FinetuneConfig, finetuned_ref: str | None
+) -> None:
+    """Sentiment features need a classifier: the mlm objective makes none."""
+    if finetuned_ref is None and finetune.objective == "mlm" and cfg.features.sentiment:
+        raise ConfigError(
+            "invalid config at key 'backtest.features.sentiment': the fine-tuned "
+            "model made with finetune.objective: mlm is a language model, not a "
+            "sentiment classifier; set backtest.features.sentiment: false (SAE "
+            "features only) or backtest.activate: false"
+        )

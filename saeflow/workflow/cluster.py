@@ -1,9 +1,13 @@
 """Pre-flight check of a SLURM run, before any job is submitted.
 
 Every job must name a partition that exists and an account (unless the profile
-says `slurm-no-account: true`), and no job may ask for more GPUs than a node of
-its partition has. The cluster is asked with `sinfo` (partitions and their GPU
-GRES) and, where accounting runs, `sacctmgr` (the user's accounts).
+says `slurm-no-account: true`), and no job may ask for more GPUs, CPUs
+(threads) or memory than a node of its partition has, nor a runtime above its
+MaxTime (cluster_limits.py). The cluster is asked with `sinfo` (partitions,
+their nodes' CPUs, memory and GPU GRES), `scontrol show partition` (MaxTime,
+MaxCPUsPerNode, MaxMemPerNode) and, where accounting runs, `sacctmgr` (the
+user's accounts). Once jobs are submitted, cluster_watch.py stops the run when
+one is held for a reason that never clears.
 
 Two entry points share the checks: `preflight(workflow)`, called by the
 workflow's `onstart` when the executor is slurm (so `snakemake --profile
@@ -23,6 +27,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+
+from saeflow.workflow.cluster_limits import (
+    PartitionLimits,
+    parse_memory_mb,
+    partition_limits,
+    resource_problems,
+)
 
 GPU_RULES = [
     "cache_activations",
@@ -49,6 +60,11 @@ class JobRequest(NamedTuple):
     partition: str | None
     account: str | None
     gpus: int
+    threads: int | None = None
+    """CPUs per task (the rule's threads)."""
+    mem_mb: int | None = None
+    runtime: int | None = None
+    """Minutes."""
 
 
 class ClusterInfo(NamedTuple):
@@ -60,6 +76,8 @@ class ClusterInfo(NamedTuple):
     """Partition name → GRES as sinfo prints it (quoted in messages)."""
     accounts: set[str] | None
     """The user's accounts; None when accounting (slurmdbd) is not running."""
+    limits: dict[str, PartitionLimits] | None = None
+    """Partition name → CPUs, memory and time one job may ask (None: unchecked)."""
 
 
 class ClusterCheckError(RuntimeError):
@@ -82,13 +100,15 @@ def query_cluster() -> ClusterInfo:
         raise ClusterCheckError(
             "sinfo not found: run SLURM workflows on a machine with the SLURM client"
         )
-    res = _run(["sinfo", "-h", "-o", "%R|%G"])
+    res = _run(["sinfo", "-h", "-o", "%R|%c|%m|%G"])
     if res.returncode != 0:
         raise ClusterCheckError(f"sinfo failed: {res.stderr.strip()}")
+    part = _run(["scontrol", "show", "partition", "-o"])
+    limits = partition_limits(res.stdout, part.stdout if part.returncode == 0 else "")
     partitions: dict[str, int] = {}
     gres: dict[str, str] = {}
     for line in res.stdout.splitlines():
-        name, _, g = line.strip().partition("|")
+        name, _, _, g = line.strip().split("|", 3)
         gpus = map(_gpu_count, re.split(r",(?![^(]*\))", g))
         partitions[name] = max(partitions.get(name, 0), *gpus)
         gres[name] = ",".join(filter(None, [gres.get(name), g]))
@@ -99,7 +119,7 @@ def query_cluster() -> ClusterInfo:
     accounts = None
     if acc.returncode == 0 and acc.stdout.strip():
         accounts = {a.strip().lower() for a in acc.stdout.split()}
-    return ClusterInfo(partitions, gres, accounts)
+    return ClusterInfo(partitions, gres, accounts, limits)
 
 
 def check_requests(
@@ -135,6 +155,10 @@ def _problems(
             f" have at most {cluster.partitions[r.partition]}"
             f" (sinfo GRES: {cluster.gres[r.partition]})"
         )
+    if r.partition in (cluster.limits or {}):
+        out += resource_problems(
+            r.partition, cluster.limits[r.partition], r.threads, r.mem_mb, r.runtime
+        )
     if no_account:
         return out
     if not r.account:
@@ -168,6 +192,9 @@ def preflight(workflow: Any) -> None:
             job.resources.get("slurm_partition"),
             job.resources.get("slurm_account"),
             gpus_requested(job.resources),
+            job.threads,
+            _int(job.resources.get("mem_mb")),
+            _int(job.resources.get("runtime")),
         )
         for job in workflow.dag.needrun_jobs()
         if not job.is_local
@@ -179,6 +206,13 @@ def preflight(workflow: Any) -> None:
             "the cluster cannot run these jobs as configured; nothing was"
             " submitted:\n  " + "\n  ".join(problems)
         )
+    from saeflow.workflow.cluster_watch import watch_pending
+
+    watch_pending(workflow)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
 
 
 def requests_from_profile(
@@ -188,18 +222,37 @@ def requests_from_profile(
     cfg = yaml.safe_load((Path(profile) / "config.yaml").read_text()) or {}
     default = _resources(cfg.get("default-resources"))
     per_rule = cfg.get("set-resources") or {}
+    threads = _resources(cfg.get("set-threads"))
     out = []
     for rule in rules:
         res = {**default, **_resources(per_rule.get(rule))}
+        mem = res.get("mem_mb")
+        mem = parse_memory_mb(mem) if mem is not None else None
+        if mem is None and res.get("mem") is not None:
+            mem = parse_memory_mb(res["mem"])
         out.append(
             JobRequest(
                 rule,
                 res.get("slurm_partition") or None,
                 res.get("slurm_account") or None,
                 gpus_requested(res),
+                int(threads[rule]) if rule in threads else None,
+                mem,
+                _runtime_minutes(res.get("runtime")),
             )
         )
     return out
+
+
+def _runtime_minutes(value: Any) -> int | None:
+    """A profile's runtime: minutes (60, "60") or Snakemake's "2h", "1d", "90m"."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) or str(value).strip().isdigit():
+        return int(value)
+    units = {"d": 1440, "h": 60, "m": 1, "s": 1 / 60}
+    found = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", str(value).lower())
+    return int(sum(float(n) * units[u] for n, u in found)) if found else None
 
 
 def _resources(spec: Mapping[str, Any] | list[str] | None) -> dict[str, Any]:
