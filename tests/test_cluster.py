@@ -205,3 +205,15 @@ def test_hopeless_pending_reasons(monkeypatch):
     assert ["scancel", "12"] in calls and ["scancel", "14"] in calls
     assert ["scancel", "13"] not in calls and ["scancel", "15"] not in calls
     assert [c for c in calls if c[0] == "squeue"][0][5] == "run-uuid"
+
+
+def test_make_tiny_model_is_the_test_suites_tiny_bert(tmp_path, tiny_bert):
+    from safetensors.torch import load_file
+
+    from saeflow.cli import main
+
+    assert main(["make-tiny-model", str(tmp_path / "m")]) == 0
+    made = load_file(tmp_path / "m" / "model.safetensors")
+    fixture = load_file(tiny_bert / "model.safetensors")
+    assert made.keys() == fixture.keys()
+    assert all((made[k] == fixture[k]).all() for k in made)
