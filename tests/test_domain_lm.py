@@ -73,7 +73,9 @@ def test_mask_tokens_bert_recipe():
     assert torch.equal(masked[~chosen], ids[~chosen])
     assert 0.13 < chosen.float().mean() < 0.17
     assert 0.75 < (masked[chosen] == 3).float().mean() < 0.85  # 80 % [MASK]
-    again, _ = mask_tokens(ids, maskable, 0.15, 3, 5000, torch.Generator().manual_seed(0))
+    again, _ = mask_tokens(
+        ids, maskable, 0.15, 3, 5000, torch.Generator().manual_seed(0)
+    )
     assert torch.equal(masked, again)  # seeded
 
 
