@@ -126,6 +126,8 @@ def viewer_data_inputs(wildcards):
     """Inputs of the viewer manifest beyond the tables: the SAE summary, sorted
     examples and fine-tuning metrics when built."""
     found = {"saes": "results/sae/sae_summary.json"}
+    if is_activated("compare"):
+        found["comparison"] = "results/compare/comparison_summary.json"
     if is_activated("examples"):
         found["examples"] = expand(
             "results/viewer/{model}/layer_{layer}/examples.parquet",
@@ -183,10 +185,15 @@ def all_targets():
                 "comparison_summary.json",
                 "overlap_by_layer.csv",
                 "overlap_by_layer.png",
+                "latent_scaling.png",
                 "delta_distributions.png",
                 "specialization_heatmap.png",
                 "specialization_scatter.png",
             ],
+        )
+    if is_activated("crosscoder"):
+        targets += expand(
+            "results/crosscoder/crosscoder_summary.{ext}", ext=["csv", "json", "png"]
         )
     if is_activated("splice"):
         targets += expand(

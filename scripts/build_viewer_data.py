@@ -14,4 +14,5 @@ with job(snakemake) as sm:  # noqa: F821
         sm.params.hist_bins,
         sm.output.manifest,
         sm.input.get("saes"),
+        sm.input.get("comparison"),
     )

@@ -7,8 +7,8 @@ from test_compare import CFG, D, M, make_sae, permuted_copy, sparse_data, write_
 
 from saeflow.compare.latent_scaling import beta_closed_form, latent_scaling
 from saeflow.compare.layer import compare_layer
-from saeflow.compare.matching import null_sae
-from saeflow.compare.seed_floor import floor_summary, seed_floor
+from saeflow.compare.matching import Assignment, null_sae
+from saeflow.compare.seed_floor import DecoderMatch, floor_summary, seed_floor
 from saeflow.sae.model import TopKSAE
 
 N_NEW = 32  # fine-tuned features replaced by new directions
@@ -107,6 +107,7 @@ def test_effect_interval_counts_the_seed_variation():
     class Fake:
         def __init__(self, frac: float):
             self.matched = np.arange(1000) < frac * 1000
+            self.overlap, self.n_live = float(self.matched.mean()), 1000
 
     spread = {
         ("base", 0, "base", 1): Fake(0.60),
@@ -120,7 +121,7 @@ def test_effect_interval_counts_the_seed_variation():
     for pairs in (spread, tight):
         for fake in pairs.values():
             fake.threshold = 0.5
-    wide, narrow = floor_summary(spread, 0.95), floor_summary(tight, 0.95)
+    wide, narrow = floor_summary(spread, 0.95), floor_summary(tight, 0.95)  # type: ignore[arg-type]
     assert wide["effect"] == pytest.approx(0.10) == narrow["effect"]
     assert wide["df"] == 3 and wide["seed_sd_per_pair"] > 0.04
     assert narrow["seed_sd_per_pair"] == 0.0
@@ -173,3 +174,13 @@ def test_streamed_latent_scaling_equals_the_dense_formula(tmp_path):
         got.beta_other["reconstruction"][fired], other_rec[fired], rtol=1e-4, atol=1e-6
     )
     assert np.isnan(got.nu["error"][~fired]).all()
+
+
+def test_dead_latents_do_not_dilute_the_overlap():
+    partner = np.array([0, 1, 2, -1, -1, -1])
+    score = np.array([0.9, 0.9, 0.9, np.nan, np.nan, np.nan], np.float32)
+    found = Assignment(partner, score, "dense", 36)
+    live = np.array([True, True, True, True, False, False])
+    match = DecoderMatch(found, found, 0.5, live)
+    assert match.overlap == pytest.approx(3 / 4) and match.n_live == 4
+    assert DecoderMatch(found, found, 0.5).overlap == pytest.approx(3 / 6)

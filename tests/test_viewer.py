@@ -242,6 +242,7 @@ def test_browser_headlines_chip_opens_feature(server, tmp_path):
         assert len(rows) == 50  # one page, not the whole table
         # How good this SAE is, from results/sae/sae_summary.json.
         assert "held-out FVU" in driver.find_element(By.ID, "ft-sae").text
+        assert "seed floor" in driver.find_element(By.ID, "ft-effect").text
         driver.find_element(By.ID, "tab-headlines").click()
         chips = driver.find_elements(By.CSS_SELECTOR, "#hl-list .chip")
         first = chips[0].text.split(":")[0]  # "Feature 12"

@@ -3,6 +3,7 @@ rerun rules: nothing to do twice, `k` reruns only SAEs and what follows, the
 corpus reruns everything downstream; bad config stops before any job."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -260,3 +261,29 @@ def test_identical_models_show_no_finetuning_effect(tmp_path, tiny_bert):
         # The raw count a single seed pair gives is what the floor corrects.
         details = summary["layer_details"][layer]
         assert details["n_unmatched_finetuned"] > 0
+
+
+@pytest.mark.slow
+def test_crosscoder_stage(tiny_run, tmp_path):
+    """crosscoder.activate on a finished run: only the crosscoder rules run."""
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    cfg = edited_config(
+        tmp_path,
+        "cc.yaml",
+        lambda c: c.update(crosscoder={"activate": True, "expansion": 2, "k": 8}),
+    )
+    jobs = planned_jobs(snakemake(work, "-n", config=cfg))
+    assert jobs["train_crosscoder"] == 4 and jobs["analyse_crosscoder"] == 2
+    assert jobs["summarize_crosscoders"] == 1
+    upstream = {"cache_activations", "train_sae", "train_sae_replicate"}
+    assert upstream.isdisjoint(jobs) and "match_features" not in jobs
+    result = snakemake(work, "--cores", "2", config=cfg)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pd.read_csv(work / "results" / "crosscoder" / "crosscoder_summary.csv")
+    assert list(table["layer"]) == [1, 2]
+    n = table[[c for c in table if c.startswith("n_")]].sum(axis=1)
+    assert (n == 128).all()  # expansion 2 x 64-wide input: every latent classed
+    assert (table["fvu_base_crosscoder"] < 1).all()
+    latents = pd.read_parquet(work / "results/crosscoder/layer_1/latents.parquet")
+    assert {"relative_norm", "nu_error", "stable", "final_class"} <= set(latents)

@@ -62,23 +62,23 @@ def beta_closed_form(f: torch.Tensor, d: torch.Tensor, y: torch.Tensor) -> torch
     return num / (d.pow(2).sum(1) * f.pow(2).sum(0))
 
 
-class _Sums:
-    """Running Σ_t f_j(t) (d_j · Y(t)) per target, Σ f_j², and firing counts."""
+class ScalingSums:
+    """Running Σ_t f_j(t) (d_j · Y(t)) per target, Σ f_j², and firing counts;
+    keys name the targets, e.g. ("own", "error")."""
 
-    def __init__(self, m: int, device: torch.device) -> None:
+    def __init__(
+        self, m: int, device: torch.device, keys: Sequence[tuple[str, str]]
+    ) -> None:
         kw = {"dtype": torch.float64, "device": device}
-        self.num = {
-            (side, t): torch.zeros(m, **kw)
-            for side in ("own", "other")
-            for t in TARGETS
-        }
+        self.num = {key: torch.zeros(m, **kw) for key in keys}
         self.f2 = torch.zeros(m, **kw)
         self.count = torch.zeros(m, dtype=torch.long, device=device)
 
     def add(
         self, vals: torch.Tensor, idx: torch.Tensor, d: torch.Tensor, targets: dict
     ) -> None:
-        """vals, idx: [n, k] code; d: [M, D]; targets: (side, target) -> [n, D]."""
+        """vals, idx: [n, k] code; d: [M, D] the direction fitted for each
+        latent; targets: key -> [n, D]."""
         flat_idx, flat_val = idx.reshape(-1), vals.reshape(-1).double()
         active = flat_val > 0
         flat_idx, flat_val = flat_idx[active], flat_val[active]
@@ -111,7 +111,8 @@ def latent_scaling(
     """
     device = sae.W_dec.device
     d = (sae.W_dec / sae.scale).float()  # decoder rows in input units
-    sums = _Sums(sae.shape.n_latents, device)
+    keys = [(side, t) for side in ("own", "other") for t in TARGETS]
+    sums = ScalingSums(sae.shape.n_latents, device, keys)
     for x_own, x_other in _paired_batches(pairs, batch_size):
         x_own, x_other = x_own.to(device), x_other.to(device)
         code = sae.encode(x_own)

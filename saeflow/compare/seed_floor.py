@@ -17,6 +17,9 @@ the pair's row SAE):
 All SAEs start from independent inits, so both kinds of pair are compared
 under the same relation and no shared start inflates either.
 
+Overlap counts only features that fire on the compared text: dead latents
+match nothing and would pull every overlap down alike, hiding the effect.
+
 Fine-tuning effect = mean same-model overlap (the two models' floors averaged)
 minus mean cross-model overlap. Its interval counts the seed as well as the
 features: each pair's overlap varies by a between-seed variance σ², estimated
@@ -30,9 +33,12 @@ this treats as independent: with R = 2 (4 cross pairs, df 3) the t quantile
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from scipy import stats
 
 from saeflow.compare.matching import (
@@ -42,6 +48,7 @@ from saeflow.compare.matching import (
     null_sae,
     null_threshold,
 )
+from saeflow.sae.data import iter_rows
 from saeflow.sae.model import TopKSAE
 from saeflow.workflow.config import CompareConfig
 
@@ -55,6 +62,19 @@ class DecoderMatch(NamedTuple):
     """The same assignment with the row SAE replaced by its null."""
     threshold: float
     """`null_quantile` of the null's scores: a pair above it is matched."""
+    live: np.ndarray | None = None
+    """[rows] bool: row features that fire on the compared text (None: all);
+    the overlap counts only these, so dead latents do not dilute it."""
+
+    @property
+    def overlap(self) -> float:
+        """Fraction of live row features matched."""
+        m = self.matched if self.live is None else self.matched[self.live]
+        return float(m.mean()) if len(m) else float("nan")
+
+    @property
+    def n_live(self) -> int:
+        return len(self.matched) if self.live is None else int(self.live.sum())
 
     @property
     def matched(self) -> np.ndarray:
@@ -70,9 +90,14 @@ class DecoderMatch(NamedTuple):
 
 
 def match_decoders(
-    rows: TopKSAE, cols: TopKSAE, null: TopKSAE, cfg: CompareConfig
+    rows: TopKSAE,
+    cols: TopKSAE,
+    null: TopKSAE,
+    cfg: CompareConfig,
+    live: np.ndarray | None = None,
 ) -> DecoderMatch:
-    """Match `rows`' features to `cols`' by decoder cosine, against `null`."""
+    """Match `rows`' features to `cols`' by decoder cosine, against `null`
+    (`live`: which row features fire, see DecoderMatch)."""
     dense = max(rows.shape.n_latents, cols.shape.n_latents) <= cfg.dense_max_latents
 
     def run(r: TopKSAE) -> Assignment:
@@ -82,7 +107,8 @@ def match_decoders(
         )
 
     found, against = run(rows), run(null)
-    return DecoderMatch(found, against, null_threshold(against, cfg.null_quantile))
+    threshold = null_threshold(against, cfg.null_quantile)
+    return DecoderMatch(found, against, threshold, live)
 
 
 class SeedFloor(NamedTuple):
@@ -111,11 +137,14 @@ def seed_floor(
     cfg: CompareConfig,
     seed: int,
     first_null: TopKSAE | None = None,
+    live: dict[tuple[str, int], np.ndarray] | None = None,
 ) -> SeedFloor:
     """Match every pair of replicates (see module doc).
 
     base, finetuned: the replicates, replicate 0 first. `first_null` replaces
     the null of fine-tuned replicate 0 (the one `compare_layer` reports).
+    live: (model, replicate) -> [M] bool, the latents that fire on the
+    compared text (`live_latents`); overlaps count only those.
     """
     saes = {"base": base, "finetuned": finetuned}
     nulls = {
@@ -137,11 +166,33 @@ def seed_floor(
     ]
     pairs = {
         key: match_decoders(
-            saes[key[0]][key[1]], saes[key[2]][key[3]], nulls[key[0], key[1]], cfg
+            saes[key[0]][key[1]],
+            saes[key[2]][key[3]],
+            nulls[key[0], key[1]],
+            cfg,
+            (live or {}).get((key[0], key[1])),
         )
         for key in keys
     }
     return SeedFloor(pairs, floor_summary(pairs, cfg.ci))
+
+
+@torch.no_grad()
+def live_latents(
+    sae: TopKSAE, paths: Sequence[str | Path], batch_size: int, max_rows: int | None
+) -> np.ndarray:
+    """[M] bool: latents that fire on any of the first `max_rows` rows of each
+    cache (all rows when None)."""
+    fired = torch.zeros(sae.shape.n_latents, dtype=torch.bool, device=sae.W_dec.device)
+    for path in paths:
+        seen = 0
+        for x in iter_rows([path], batch_size):
+            if max_rows is not None and seen >= max_rows:
+                break
+            code = sae.encode(x.to(sae.W_dec.device))
+            fired[code.idx[code.vals > 0]] = True
+            seen += len(x)
+    return fired.cpu().numpy()
 
 
 def _kind(key: tuple[str, int, str, int]) -> str:
@@ -152,8 +203,8 @@ def floor_summary(
     pairs: dict[tuple[str, int, str, int], DecoderMatch], ci: float
 ) -> dict[str, Any]:
     """Overlaps per pair and kind, the fine-tuning effect and its interval."""
-    overlap = {key: float(m.matched.mean()) for key, m in pairs.items()}
-    n_rows = {key: len(m.matched) for key, m in pairs.items()}
+    overlap = {key: m.overlap for key, m in pairs.items()}
+    n_rows = {key: max(m.n_live, 1) for key, m in pairs.items()}
     kinds: dict[str, list[tuple[str, int, str, int]]] = {}
     for key in pairs:
         kinds.setdefault(_kind(key), []).append(key)
@@ -166,6 +217,7 @@ def floor_summary(
                 "columns": f"{key[2]}/r{key[3]}",
                 "kind": _kind(key),
                 "overlap": overlap[key],
+                "live_features": pairs[key].n_live,
                 "threshold": pairs[key].threshold,
             }
             for key in pairs

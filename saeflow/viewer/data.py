@@ -218,11 +218,14 @@ def make_viewer_manifest(
     hist_bins: int,
     out: str | Path,
     sae_summary: str | Path | None = None,
+    comparison: str | Path | None = None,
 ) -> None:
     """Write manifest.json: what the viewer may serve and what was not built.
 
     `sae_summary` (results/sae/sae_summary.json) gives each SAE's held-out FVU
-    and spliced-in result, shown above its feature table.
+    and spliced-in result, shown above its feature table; `comparison`
+    (results/compare/comparison_summary.json) the fine-tuning effect beyond the
+    seed floor per layer, shown above it too.
     """
     preds = pd.read_parquet(headlines, columns=["prediction"])["prediction"]
     parts = {**parts, "classifier": bool(preds.notna().any())}
@@ -241,6 +244,9 @@ def make_viewer_manifest(
             "hist_bins": hist_bins,
             "notes": run_notes(corpus, finetune_metrics),
             "saes": json.loads(Path(sae_summary).read_text()) if sae_summary else {},
+            "comparison": json.loads(Path(comparison).read_text())["finetuning_effect"]
+            if comparison
+            else {},
         },
         out,
     )

@@ -145,6 +145,7 @@ class RunData:
             **{k: self.manifest[k] for k in ("models", "layers", "metrics", "parts")},
             "notes": self.manifest.get("notes", {}),
             "saes": self.manifest.get("saes", {}),
+            "comparison": self.manifest.get("comparison", {}),
             "hist_bins": self.manifest.get("hist_bins"),
         }
 

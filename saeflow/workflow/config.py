@@ -486,12 +486,55 @@ def sae_init_seed(seed: int, model: str, replicate: int = 0) -> int:
     """Seed of the initial weights of `model`'s SAE replicate `replicate`.
 
     Every SAE of a layer starts from its own random weights: replicates of one
-    model differ by `replicate`, models by MODEL_SEED_STRIDE. Same-model and
-    cross-model pairs are then compared under the same relation (independent
-    starts), and a shared start is never counted as shared features.
+    model differ by `replicate`, models (and the crosscoder) by
+    MODEL_SEED_STRIDE. Same-model and cross-model pairs are then compared under
+    the same relation (independent starts), and a shared start is never counted
+    as shared features.
     """
-    index = {"base": 0, "finetuned": 1}[model]
+    index = {"base": 0, "finetuned": 1, "crosscoder": 2}[model]
     return seed + replicate + MODEL_SEED_STRIDE * index
+
+
+@dataclass(frozen=True)
+class CrosscoderConfig(_FromDict):
+    """A BatchTopK crosscoder per layer over both models (the `crosscoder` block).
+
+    Training settings not named here (optimizer, lr, batch size, AuxK, epochs)
+    are the `sae` block's.
+    """
+
+    activate: bool = False
+    """Train and analyse crosscoders (about 4 SAEs' CPU time per layer and seed)."""
+    expansion: int = 8
+    """Latents per input dimension of the 2D-wide input: 8 gives 16 D latents, as
+    many as the two models' separate SAEs together."""
+    k: int = 64
+    """Mean active latents per token (BatchTopK): the two separate SAEs' k summed."""
+    seeds: int = 2
+    """Crosscoders per layer from different seeds; latents of the first are
+    stable when matched in every other."""
+    base_only_max: float = 0.1
+    """Relative decoder norm ‖d_ft‖ / (‖d_base‖ + ‖d_ft‖) below this: base-only."""
+    finetuned_only_min: float = 0.9
+    """Relative decoder norm above this: fine-tuned-only."""
+    agreement_cosine: float = 0.7
+    """A separately trained SAE's feature agrees with a crosscoder latent when
+    their decoder directions (the same model's half) have this cosine."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.base_only_max < self.finetuned_only_min < 1.0:
+            raise ConfigError(
+                "crosscoder: need 0 < base_only_max < finetuned_only_min < 1"
+            )
+        for name in ("expansion", "k", "seeds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"crosscoder.{name} must be >= 1")
+
+    def sae_config(self, sae: SAEConfig) -> SAEConfig:
+        """The SAE training config a crosscoder trains with."""
+        return dataclasses.replace(
+            sae, expansion=self.expansion, k=self.k, kind="batchtopk", variants=[]
+        )
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,7 @@ async function loadFeatures() {
     s.total = page.total;
     $("#ft-metric-head").textContent = s.metric.replaceAll("_", " ");
     $("#ft-sae").textContent = saeQuality(state.meta.saes[`${s.model}/layer_${s.layer}`]);
+    $("#ft-effect").textContent = effectLine(s.layer, (state.meta.comparison || {})[s.layer]);
     $("#ft-table tbody").replaceChildren(...page.items.map((f) => {
       const tr = el("tr", { "data-id": f.feature, onclick: () => openFeature(s.model, s.layer, f.feature, true) },
         el("td", { text: f.feature }),
@@ -164,6 +165,16 @@ function saeQuality(s) {
   if (s.in_finetuned_recovered != null) out.push(`in the fine-tuned model: ${pct(s.in_finetuned_recovered)} of loss recovered`);
   if (s.source && s.source !== "trained") out.push(`imported from ${s.source}`);
   return out.join(" · ");
+}
+
+// One line on what fine-tuning did at this layer, against the seed floor.
+function effectLine(layer, e) {
+  if (!e) return "";
+  const counts = `${e.n_new} new, ${e.n_unstable} unstable, ${e.n_changed} changed, ${e.n_lost} lost`;
+  if (e.effect == null) return `Layer ${layer}, base vs fine-tuned: no seed floor (one SAE per model) · ${counts}`;
+  const [lo, hi] = e.effect_ci;
+  const verdict = e.beyond_seed_floor ? "beyond the seed floor" : "within the seed floor (seed noise)";
+  return `Layer ${layer}, fine-tuning effect ${fmt(e.effect, 3)} [${fmt(lo, 3)}, ${fmt(hi, 3)}]: ${verdict} · ${counts}`;
 }
 
 function histogram(h) {
@@ -210,16 +221,25 @@ function notBuilt(stage) {
   return el("p", { class: "muted", text: `Not built yet: activate the ${stage} stage in the config and rerun the workflow.` });
 }
 
+const STATUS_TEXT = {
+  new: "new: stable across seeds, in no base seed, absent from the base model (Latent Scaling)",
+  unstable: "unstable: no other seed of its own model has it (seed noise, not new)",
+  present_in_base: "present in base: unmatched, but the base model carries its direction (Latent Scaling)",
+  matched_other_seed: "matched in another base seed",
+  silent: "silent: never fires on the compared text",
+};
+
 function partnerBox(info) {
   if (!state.meta.parts.compare) return notBuilt("compare");
   const st = info.stats.status;
+  const matched = st === "matched" || st === "changed";
   if (!info.partner) {
-    return el("p", { class: "partner", text: st === "new"
-      ? "New in the fine-tuned model: no matched base feature."
-      : `No matched partner in the other model (${st || "unmatched"}).` });
+    return el("p", { class: "partner", text: STATUS_TEXT[st]
+      || `No matched partner in the other model (${st || "unmatched"}).` });
   }
   const p = info.partner;
-  const what = st === "new" ? `new · nearest ${p.model} feature (not a match): ` : `${st} · partner in ${p.model}: `;
+  const what = matched ? `${st} · partner in ${p.model}: `
+    : `${STATUS_TEXT[st] || st} · nearest ${p.model} feature (not a match): `;
   return el("div", { class: "partner" },
     el("span", { text: what }),
     el("button", { class: "chip", id: "partner-link", text: `Feature ${p.id}: ${p.label || "unlabelled"}`,

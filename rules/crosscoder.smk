@@ -1,0 +1,114 @@
+# A BatchTopK crosscoder per layer over both models (crosscoder.activate): trained
+# per seed, analysed against the SAE matching, summarised across layers.
+from saeflow.workflow.config import CrosscoderConfig
+
+CROSSCODER_CFG = CrosscoderConfig.from_dict(config["crosscoder"], "crosscoder: ")
+CROSSCODER_CAT = "Crosscoder"
+
+
+rule train_crosscoder:
+    input:
+        base_acts=expand(
+            "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
+        finetuned_acts=expand(
+            "results/activations/finetuned/layer_{{layer}}/{corpus}.h5",
+            corpus=CORPORA,
+        ),
+    output:
+        crosscoder=directory(
+            "results/crosscoder/layer_{layer}/seed_{cc_seed}/crosscoder"
+        ),
+        metrics="results/crosscoder/layer_{layer}/seed_{cc_seed}/metrics.json",
+        curve="results/crosscoder/layer_{layer}/seed_{cc_seed}/training_curve.csv",
+        figure="results/crosscoder/layer_{layer}/seed_{cc_seed}/training_curve.png",
+    log:
+        "logs/crosscoder/layer_{layer}/seed_{cc_seed}.log",
+    benchmark:
+        "benchmarks/crosscoder/layer_{layer}/seed_{cc_seed}.tsv"
+    wildcard_constraints:
+        cc_seed=r"\d+",
+    threads: 1
+    resources:
+        mem_mb=6000,
+    params:
+        cfg=Tracked(CROSSCODER_CFG.sae_config(SAE_CFG)),
+        seed=lambda wc: config["seed"] + int(wc.cc_seed),
+        init_seed=lambda wc: sae_init_seed(
+            config["seed"], "crosscoder", int(wc.cc_seed)
+        ),
+        device=config["device"],
+    script:
+        "../scripts/train_crosscoder.py"
+
+
+rule analyse_crosscoder:
+    input:
+        crosscoders=expand(
+            "results/crosscoder/layer_{{layer}}/seed_{s}/crosscoder",
+            s=range(CROSSCODER_CFG.seeds),
+        ),
+        metrics=expand(
+            "results/crosscoder/layer_{{layer}}/seed_{s}/metrics.json",
+            s=range(CROSSCODER_CFG.seeds),
+        ),
+        base_acts=expand(
+            "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
+        finetuned_acts=expand(
+            "results/activations/finetuned/layer_{{layer}}/{corpus}.h5",
+            corpus=CORPORA,
+        ),
+        sae_base="results/sae/base/layer_{layer}/sae",
+        sae_finetuned="results/sae/finetuned/layer_{layer}/sae",
+        metrics_base="results/sae/base/layer_{layer}/metrics.json",
+        metrics_finetuned="results/sae/finetuned/layer_{layer}/metrics.json",
+        matches="results/compare/layer_{layer}/matches.parquet",
+        lost="results/compare/layer_{layer}/lost.parquet",
+    output:
+        latents="results/crosscoder/layer_{layer}/latents.parquet",
+        summary="results/crosscoder/layer_{layer}/crosscoder_comparison.json",
+    log:
+        "logs/crosscoder/layer_{layer}/analyse.log",
+    benchmark:
+        "benchmarks/crosscoder/layer_{layer}/analyse.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+    params:
+        cfg=CROSSCODER_CFG.to_dict(),
+        compare=COMPARE_PARAMS,
+        holdout_fraction=SAE_CFG.holdout_fraction,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/analyse_crosscoder.py"
+
+
+rule summarize_crosscoders:
+    input:
+        layers=expand(
+            "results/crosscoder/layer_{layer}/crosscoder_comparison.json", layer=LAYERS
+        ),
+        latents=expand("results/crosscoder/layer_{layer}/latents.parquet", layer=LAYERS),
+    output:
+        table=report(
+            "results/crosscoder/crosscoder_summary.csv",
+            caption="../report/crosscoder_summary.rst",
+            category=CROSSCODER_CAT,
+            labels={"table": "crosscoder classes, FVU and agreement by layer"},
+        ),
+        json="results/crosscoder/crosscoder_summary.json",
+        figure=report(
+            "results/crosscoder/crosscoder_summary.png",
+            caption="../report/crosscoder_norms.rst",
+            category=CROSSCODER_CAT,
+            labels={"figure": "relative decoder norms"},
+        ),
+    log:
+        "logs/crosscoder/summarize.log",
+    threads: 1
+    params:
+        layers=LAYERS,
+    script:
+        "../scripts/summarize_crosscoders.py"
