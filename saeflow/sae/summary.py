@@ -23,6 +23,7 @@ SPLICE_METRIC = {
     "classifier": "fraction of loss recovered",
     "encoder": "fraction of embedding cosine recovered",
     "causal_lm": "fraction of next-token loss recovered",
+    "masked_lm": "fraction of masked-token loss recovered",
 }
 """What `spliced_recovered` measures, per kind of model (see
 saeflow.splice.evaluate)."""
