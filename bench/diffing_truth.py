@@ -47,8 +47,14 @@ Control: the same pipeline with the fine-tuned caches identical to the base
 (its own SAE init seeds, so only SAE seed noise differs); the fine-tuning effect
 interval should include 0 and new / lost should be at most ~1 % of the latents.
 
-The BatchTopK crosscoder (Minder et al. 2025) is not implemented in saeflow
-yet, so it has no row; none is faked.
+The BatchTopK crosscoder (`saeflow.crosscoder`, trained by the real
+`make_crosscoder` with the SAEs' settings, twice the latents and twice k, two
+seeds, analysed by the real `make_crosscoder_analysis`) gets a row: new =
+stable fine-tuned-only latents that Latent Scaling does not call artifacts,
+scored by their fine-tuned decoder half; lost = the same for base-only latents
+by their base half. A crosscoder has no "changed" class (a shared latent
+whose activity moved is not flagged), so that cell reads n/a. The control
+line adds its robust stable exclusive latents.
 
     OMP_NUM_THREADS=1 python bench/diffing_truth.py
 """
@@ -72,9 +78,16 @@ import torch
 import torch.nn.functional as F
 
 from saeflow.compare.stages import make_layer_comparison
+from saeflow.crosscoder.stages import make_crosscoder_analysis
+from saeflow.crosscoder.train_job import make_crosscoder
 from saeflow.sae.model import TopKSAE
 from saeflow.sae.train_job import make_saes
-from saeflow.workflow.config import CompareConfig, SAEConfig, sae_init_seed
+from saeflow.workflow.config import (
+    CompareConfig,
+    CrosscoderConfig,
+    SAEConfig,
+    sae_init_seed,
+)
 
 log = logging.getLogger("diffing_truth")
 
@@ -82,9 +95,8 @@ KINDS = ("shared", "changed", "new", "lost")
 CORPORA = ("domain", "general")
 SAEFLOW = "matching + seed floor + Latent Scaling (saeflow)"
 CHANGED_FACTOR = 3.0  # domain coefficients of changed directions in the fine-tune
-NO_CROSSCODER = (
-    "BatchTopK crosscoder: not implemented in saeflow yet, so no row (none faked)."
-)
+CROSSCODER = "BatchTopK crosscoder, stable robust exclusive latents"
+CC_SEEDS = 2
 
 
 @dataclass(frozen=True)
@@ -298,6 +310,82 @@ def compare(
     return outs
 
 
+def crosscoders(
+    acts: dict[str, dict[str, str]],
+    ft_model: str,
+    saes: dict[str, str],
+    outs: dict[str, str],
+    cfgs: tuple[SAEConfig, CrosscoderConfig, CompareConfig],
+    seed: int,
+    root: Path,
+) -> pd.DataFrame:
+    """Train CC_SEEDS crosscoders of base vs `ft_model`, analyse them against
+    the comparison `outs`; returns latents.parquet, plus each latent's halves."""
+    sae_cfg, cc_cfg, cmp_cfg = cfgs
+    paths = []
+    for s in range(CC_SEEDS):
+        folder = root / f"seed_{s}"
+        t0 = time.perf_counter()
+        make_crosscoder(
+            list(acts["base"].values()),
+            list(acts[ft_model].values()),
+            cc_cfg.sae_config(sae_cfg),
+            seed + s,
+            sae_init_seed(seed, "crosscoder", s),
+            "cpu",
+            folder / "crosscoder",
+            folder / "metrics.json",
+            folder / "training_curve.csv",
+            folder / "training_curve.png",
+            f"{root.name} seed {s}",
+        )
+        log.info("%s seed %d trained in %.1f s", root.name, s, time.perf_counter() - t0)
+        paths.append(folder)
+    analysis = {
+        "latents": str(root / "latents.parquet"),
+        "summary": str(root / "cc.json"),
+    }
+    make_crosscoder_analysis(
+        [str(p / "crosscoder") for p in paths],
+        [str(p / "metrics.json") for p in paths],
+        list(acts["base"].values()),
+        list(acts[ft_model].values()),
+        {m: saes[m] for m in ("base", "finetuned")},
+        {m: str(Path(saes[m]).parent / "metrics.json") for m in saes},
+        outs["matches"],
+        outs["lost"],
+        cc_cfg,
+        cmp_cfg,
+        sae_cfg.holdout_fraction,
+        seed,
+        "cpu",
+        0,
+        analysis,
+    )
+    latents = pd.read_parquet(analysis["latents"])
+    cc = TopKSAE.load(paths[0] / "crosscoder")
+    d = cc.shape.d_in // 2
+    latents.attrs["halves"] = {
+        "base": cc.W_dec[:, :d].detach(),
+        "finetuned": cc.W_dec[:, d:].detach(),
+    }
+    latents.attrs["summary"] = json.loads(Path(analysis["summary"]).read_text())
+    return latents
+
+
+def crosscoder_scores(latents: pd.DataFrame, truth: Truth, min_cos: float) -> dict:
+    """new / lost scores of the robust stable exclusive latents; changed n/a."""
+    out = {}
+    for kind, cls, half in (
+        ("new", "finetuned_only", "finetuned"),
+        ("lost", "base_only", "base"),
+    ):
+        flagged = ((latents["final_class"] == cls) & latents["stable"]).to_numpy()
+        near = nearest_to(latents.attrs["halves"][half], truth)
+        out[kind] = score(flagged, near, truth, kind, min_cos)
+    return out
+
+
 # ---------------------------------------------------------------- scoring
 
 
@@ -315,7 +403,12 @@ class Nearest(NamedTuple):
 
 
 def nearest(sae_path: str, truth: Truth) -> Nearest:
-    w = F.normalize(TopKSAE.load(sae_path).W_dec.detach().float(), dim=1)
+    return nearest_to(TopKSAE.load(sae_path).W_dec.detach(), truth)
+
+
+def nearest_to(w: torch.Tensor, truth: Truth) -> Nearest:
+    """Nearest truth direction of each row of `w` [M, D]."""
+    w = F.normalize(w.float(), dim=1)
     best, arg = (w @ torch.from_numpy(truth.dirs).T).max(1)  # over (M, n_dirs)
     return Nearest(arg.numpy(), best.numpy())
 
@@ -413,7 +506,9 @@ def counts_line(summary: dict) -> str:
 
 
 def table(results: dict[str, dict[str, Score]]) -> str:
-    def cell(s: Score) -> str:
+    def cell(s: Score | None) -> str:
+        if s is None:
+            return "n/a"
         return f"{s.recall:.2f} / {s.precision:.2f} ({s.n_flagged})"
 
     lines = [
@@ -422,7 +517,7 @@ def table(results: dict[str, dict[str, Score]]) -> str:
         "|---|---|---|---|",
     ]
     for method, by_kind in results.items():
-        row = " | ".join(cell(by_kind[k]) for k in ("new", "lost", "changed"))
+        row = " | ".join(cell(by_kind.get(k)) for k in ("new", "lost", "changed"))
         lines.append(f"| {method} | {row} |")
     return "\n".join(lines)
 
@@ -449,6 +544,24 @@ def control_line(summary: dict, n_latents: int) -> str:
         f"[{lo:+.3f}, {hi:+.3f}], new {new} / lost {lost} of {n_latents} latents "
         f"({'as expected' if ok else 'NOT as expected'}: interval includes 0, "
         f"new and lost <= 1 %)"
+    )
+
+
+def cc_line(name: str, latents: pd.DataFrame) -> str:
+    s = latents.attrs["summary"]
+    fvu = s["fvu_per_model"]
+    robust = {
+        c: int(((latents["final_class"] == c) & latents["stable"]).sum())
+        for c in ("finetuned_only", "base_only")
+    }
+    return (
+        f"{name}: classes {s['counts']}; stable robust fine-tuned-only "
+        f"{robust['finetuned_only']}, base-only {robust['base_only']} of "
+        f"{len(latents)}; FVU base {fvu['base']['crosscoder'][0]:.3f} (SAE "
+        f"{fvu['base']['separate_sae']:.3f}), fine-tuned "
+        f"{fvu['finetuned']['crosscoder'][0]:.3f} (SAE "
+        f"{fvu['finetuned']['separate_sae']:.3f}); agreement with the SAE matching "
+        f"{s['agreement_with_sae_matching']}"
     )
 
 
@@ -528,6 +641,15 @@ def run(args: argparse.Namespace, root: Path) -> None:
     }
     summary = json.loads(Path(outs["summary"]).read_text())
     ctrl_summary = json.loads(Path(ctrl["summary"]).read_text())
+    cc_cfg = CrosscoderConfig(expansion=args.expansion, k=2 * args.k)
+    cfgs = (sae_cfg, cc_cfg, cmp_cfg)
+    base_ft = {"base": saes["base"][0], "finetuned": saes["finetuned"][0]}
+    cc = crosscoders(acts, "finetuned", base_ft, outs, cfgs, seed, root / "cc")
+    results[CROSSCODER] = crosscoder_scores(cc, truth, args.cos)
+    base_ctrl = {"base": saes["base"][0], "finetuned": saes["control"][0]}
+    cc_ctrl = crosscoders(
+        acts, "control", base_ctrl, ctrl, cfgs, seed, root / "cc_ctrl"
+    )
 
     print(
         f"\nPlanted truth: D={sizes.d}, directions {sizes.n_dirs}, "
@@ -546,7 +668,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
     print()
     print(nearest_line(results[SAEFLOW]))
     print(control_line(ctrl_summary, m["finetuned"]))
-    print(NO_CROSSCODER)
+    for name, lat in (("crosscoder", cc), ("control crosscoder", cc_ctrl)):
+        print(cc_line(name, lat))
 
 
 def main() -> None:
