@@ -12,6 +12,11 @@ Parts, each run in its own child process so that its peak RSS is its own:
   `linear_sum_assignment` at M = 4,096 (objective gap, identical partners).
 * ``correlation``: co-activation sums for activation correlation at M = 24,576,
   k = 192 on N tokens (scatter, the CPU path), plus its assignment.
+* ``scaling``: the seed floor's and Latent Scaling's per-token work at M =
+  24,576, D = 768, k = 192 on N tokens of a synthetic cache: which latents fire
+  (`live_latents`, once per replicate) and Latent Scaling of one SAE against the
+  other (`latent_scaling`, twice per layer). The floor's matching is the
+  ``decoder`` part once per replicate pair (R = 2: 6 pairs).
 
     python bench/compare_match.py                 # all parts
     python bench/compare_match.py --part decoder --m 24576 --d 768
@@ -198,10 +203,57 @@ def part_correlation(args) -> dict:
     }
 
 
+def part_scaling(args) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    import h5py
+
+    from saeflow.compare.latent_scaling import latent_scaling
+    from saeflow.compare.seed_floor import live_latents
+
+    base, ft, _ = decoders(args.m, args.d)
+    saes = []
+    for w in (base, ft):
+        sae = sae_with_decoder(w)
+        sae.shape = SAEShape(args.d, args.m, args.k)
+        saes.append(sae.eval())
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name in ("base", "ft"):
+            path = Path(tmp) / f"{name}.h5"
+            x = rng.standard_normal((args.n, args.d)).astype(np.float16)
+            with h5py.File(path, "w") as f:
+                f.create_dataset("acts", data=x, chunks=(min(4096, args.n), args.d))
+            paths.append(path)
+        rows = np.arange(args.n)
+        start = time.perf_counter()
+        live = live_latents(saes[0], paths[:1], 4096, None)
+        t_live = time.perf_counter() - start
+        start = time.perf_counter()
+        result = latent_scaling(saes[1], saes[0], [(paths[1], rows, paths[0], rows)])
+        t_ls = time.perf_counter() - start
+    return {
+        "part": "scaling",
+        "M": args.m,
+        "D": args.d,
+        "k": args.k,
+        "N": args.n,
+        "seconds_live_latents": round(t_live, 1),
+        "seconds_latent_scaling": round(t_ls, 1),
+        "latent_scaling_seconds_per_1k_tokens": round(1000 * t_ls / args.n, 2),
+        "live_fraction": float(live.mean()),
+        "fired_fraction": float((result.n_tokens > 0).mean()),
+        "peak_rss_mb": round(peak_mb()),
+    }
+
+
 PARTS = {
     "decoder": part_decoder,
     "agreement": part_agreement,
     "correlation": part_correlation,
+    "scaling": part_scaling,
 }
 
 

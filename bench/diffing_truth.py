@@ -77,6 +77,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from saeflow.compare.layer import LOST_STATUSES, STATUSES
 from saeflow.compare.stages import make_layer_comparison
 from saeflow.crosscoder.stages import make_crosscoder_analysis
 from saeflow.crosscoder.train_job import make_crosscoder
@@ -483,21 +484,9 @@ def floor_line(summary: dict) -> str:
 
 
 def counts_line(summary: dict) -> str:
-    ft = ", ".join(
-        f"{s} {summary[f'n_{s}']}"
-        for s in (
-            "matched",
-            "changed",
-            "matched_other_seed",
-            "silent",
-            "unstable",
-            "present_in_base",
-            "new",
-        )
-    )
+    ft = ", ".join(f"{s} {summary[f'n_{s}']}" for s in STATUSES)
     lost = ", ".join(
-        f"{s} {summary[f'n_lost_{s}']}"
-        for s in ("matched_other_seed", "silent", "unstable", "present_in_finetuned")
+        f"{s} {summary[f'n_lost_{s}']}" for s in LOST_STATUSES if s != "lost"
     )
     return (
         f"fine-tuned statuses: {ft}; unmatched base ({summary['n_unmatched_base']}): "

@@ -52,24 +52,12 @@ def bert_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, bert_tokenizer_dir) -> Path:
-    """A 2-layer, 32-wide random BertModel with a real tokenizer, saved to disk."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BertModel with a real tokenizer, saved to disk:
+    what `saeflow make-tiny-model` writes for tiny.yaml."""
+    from saeflow.models.tiny import make_tiny_bert
 
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(bert_tokenizer_dir)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    out = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")

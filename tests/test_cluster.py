@@ -207,12 +207,21 @@ def test_hopeless_pending_reasons(monkeypatch):
     assert [c for c in calls if c[0] == "squeue"][0][5] == "run-uuid"
 
 
-def test_make_tiny_model_is_the_test_suites_tiny_bert(tmp_path, tiny_bert):
+def test_make_tiny_model_cli_writes_tiny_yamls_model_deterministically(
+    tmp_path, tiny_bert
+):
+    """The command (the fixture calls the same function): what tiny.yaml needs,
+    the same weights every time."""
+    import json
+
     from safetensors.torch import load_file
 
     from saeflow.cli import main
 
     assert main(["make-tiny-model", str(tmp_path / "m")]) == 0
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (cfg["num_hidden_layers"], cfg["hidden_size"]) == (2, 32)
+    assert (tmp_path / "m" / "tokenizer.json").exists()
     made = load_file(tmp_path / "m" / "model.safetensors")
     fixture = load_file(tiny_bert / "model.safetensors")
     assert made.keys() == fixture.keys()
