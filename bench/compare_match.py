@@ -14,7 +14,7 @@ Parts, each run in its own child process so that its peak RSS is its own:
   k = 192 on N tokens (scatter, the CPU path), plus its assignment.
 * ``scaling``: the seed floor's and Latent Scaling's per-token work at M =
   24,576, D = 768, k = 192 on N tokens of a synthetic cache: which latents fire
-  (`live_latents`, once per replicate) and Latent Scaling of one SAE against the
+  (`latent_means`, once per replicate) and Latent Scaling of one SAE against the
   other (`latent_scaling`, twice per layer). The floor's matching is the
   ``decoder`` part once per replicate pair (R = 2: 6 pairs).
 
@@ -210,7 +210,7 @@ def part_scaling(args) -> dict:
     import h5py
 
     from saeflow.compare.latent_scaling import latent_scaling
-    from saeflow.compare.seed_floor import live_latents
+    from saeflow.compare.seed_floor import latent_means
 
     base, ft, _ = decoders(args.m, args.d)
     saes = []
@@ -229,7 +229,8 @@ def part_scaling(args) -> dict:
             paths.append(path)
         rows = np.arange(args.n)
         start = time.perf_counter()
-        live = live_latents(saes[0], paths[:1], 4096, None)
+        means = latent_means(saes[0], {"domain": paths[0]}, 4096, None)
+        live = means["domain"] > 0
         t_live = time.perf_counter() - start
         start = time.perf_counter()
         result = latent_scaling(saes[1], saes[0], [(paths[1], rows, paths[0], rows)])
@@ -240,7 +241,7 @@ def part_scaling(args) -> dict:
         "D": args.d,
         "k": args.k,
         "N": args.n,
-        "seconds_live_latents": round(t_live, 1),
+        "seconds_latent_means": round(t_live, 1),
         "seconds_latent_scaling": round(t_ls, 1),
         "latent_scaling_seconds_per_1k_tokens": round(1000 * t_ls / args.n, 2),
         "live_fraction": float(live.mean()),

@@ -8,7 +8,12 @@ from test_compare import CFG, D, M, make_sae, permuted_copy, sparse_data, write_
 from saeflow.compare.latent_scaling import beta_closed_form, latent_scaling
 from saeflow.compare.layer import compare_layer
 from saeflow.compare.matching import Assignment, null_sae
-from saeflow.compare.seed_floor import DecoderMatch, floor_summary, seed_floor
+from saeflow.compare.seed_floor import (
+    DecoderMatch,
+    floor_summary,
+    latent_means,
+    seed_floor,
+)
 from saeflow.sae.model import TopKSAE
 
 N_NEW = 32  # fine-tuned features replaced by new directions
@@ -44,8 +49,17 @@ def replicates(truth: TopKSAE, seeds: list[int]) -> list[TopKSAE]:
 
 
 def compare(base_reps, ft_reps, acts_b, acts_f):
+    """As make_layer_comparison: every replicate's means, the floor, the layer."""
     null = null_sae(ft_reps[0], 7)
-    floor = seed_floor(base_reps, ft_reps, CFG, seed=5, first_null=null)
+    means = {
+        (model, r): latent_means(sae, acts, 512, None)
+        for model, reps, acts in (
+            ("base", base_reps, acts_b),
+            ("finetuned", ft_reps, acts_f),
+        )
+        for r, sae in enumerate(reps)
+    }
+    floor = seed_floor(base_reps, ft_reps, CFG, 5, null, means)
     return compare_layer(
         base_reps[0], ft_reps[0], null, acts_b, acts_f, CFG, 0, floor=floor
     )
@@ -184,3 +198,31 @@ def test_dead_latents_do_not_dilute_the_overlap():
     match = DecoderMatch(found, found, 0.5, live)
     assert match.overlap == pytest.approx(3 / 4) and match.n_live == 4
     assert DecoderMatch(found, found, 0.5).overlap == pytest.approx(3 / 6)
+
+
+def test_changed_is_a_domain_move_beyond_what_seeds_give(tmp_path):
+    """The fine-tuned 'model' triples 8 features on domain text only: they are
+    changed beyond the floor; on identical data nothing is."""
+    truth = make_sae(0)
+    boosted = np.arange(8)
+    acts_b, acts_f = {}, {}
+    for corpus, seed in (("domain", 1), ("general", 2)):
+        x = sparse_data(truth, 3000, seed)
+        xf = x.copy()
+        if corpus == "domain":
+            w = truth.W_dec.detach().numpy()[boosted]
+            xf += 2.0 * np.clip(x @ w.T, 0, None) @ w
+        for acts, data, name in ((acts_b, x, "b"), (acts_f, xf, "f")):
+            write_cache(tmp_path / f"{name}_{corpus}.h5", data, n_docs=60)
+            acts[corpus] = str(tmp_path / f"{name}_{corpus}.h5")
+    reps = [make_sae(0), permuted_copy(truth, 1)[0]]
+    result = compare(reps, [make_sae(0), permuted_copy(truth, 2)[0]], acts_b, acts_f)
+    m = result.matches
+    changed = set(m.loc[m["status"] == "changed", "finetuned_feature"])
+    assert len(changed & set(boosted)) >= len(boosted) // 2
+    floor = result.summary["changed_floor"]
+    assert floor["expected_by_seed_noise"] <= 0.02 * M
+    assert (m.loc[list(changed), "domain_share_move"] > floor["share_threshold"]).all()
+    # The same replicates on identical data: nothing changed.
+    same = compare(reps, [make_sae(0), permuted_copy(truth, 2)[0]], acts_b, acts_b)
+    assert same.summary["n_changed"] == 0

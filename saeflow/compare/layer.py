@@ -10,7 +10,9 @@ decides the status written for everyone downstream:
 * ``changed``: matched, but its mean activation on domain text moved by at least
   `changed_fold` (either way), the bootstrap interval of the move excludes 0,
   and so does the interval of its specialization's move (a domain-specific
-  change, not activity shared out differently between two SAEs);
+  change, not activity shared out differently between two SAEs); and, with
+  replicates, its domain share moved more than the `null_quantile` of what it
+  moves between two seeds of one model (saeflow.compare.seed_floor);
 * ``matched_other_seed``: no partner in base replicate 0, but one in another
   base replicate (saeflow.compare.seed_floor): the base model has it;
 * ``silent``: never fires on the compared tokens, so nothing can be said
@@ -207,6 +209,7 @@ def compare_layer(
         mom,
         cfg,
     )
+    changed_floor = _changed_beyond_floor(matches, floor, cfg)
     _add_seed_columns(matches, floor, scaling["finetuned"], "finetuned", cfg)
     lost = _lost_table(matches, act, stats, mom["base"], mb)
     _add_seed_columns(lost, floor, scaling["base"], "base", cfg)
@@ -228,6 +231,7 @@ def compare_layer(
     )
     summary["activation"]["method"] = method
     summary["seed_floor"] = floor.summary
+    summary["changed_floor"] = changed_floor
     summary["latent_scaling"] = _scaling_summary(matches, lost, cfg)
     return LayerComparison(matches, lost, top, summary)
 
@@ -397,6 +401,29 @@ def _status(df: pd.DataFrame, fold: float) -> np.ndarray:
     return np.where(
         ~df["matched"], "unmatched", np.where(changed, "changed", "matched")
     )
+
+
+def _changed_beyond_floor(
+    df: pd.DataFrame, floor: SeedFloor, cfg: CompareConfig
+) -> dict[str, Any] | None:
+    """Keep `changed` only where the feature's domain share moved more than it
+    moves between two seeds of one model (SeedFloor.changed_floor); in place.
+    Adds `domain_share_move` (NaN without replicate means)."""
+    df["domain_share_move"] = np.nan
+    found = floor.changed_floor(cfg.null_quantile)
+    if found is None:
+        return None
+    key = ("finetuned", 0, "base", 0)
+    rows = np.flatnonzero(floor.pairs[key].matched)
+    df.loc[rows, "domain_share_move"] = floor.share_moves(key)
+    beyond = df["domain_share_move"] > found["share_threshold"]
+    was = df["status"] == "changed"
+    df.loc[was & ~beyond, "status"] = "matched"
+    found["n_changed_before_floor"] = int(was.sum())
+    found["expected_by_seed_noise"] = found["same_model_rate_beyond"] * int(
+        df["matched"].sum()
+    )
+    return found
 
 
 def _add_seed_columns(

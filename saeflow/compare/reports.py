@@ -104,6 +104,9 @@ def comparison_reports(
                 "n_present_in_base": s["n_present_in_base"],
                 "n_matched_other_seed": s["n_matched_other_seed"],
                 "n_changed": s["n_changed"],
+                "n_changed_expected_by_seed": (s["changed_floor"] or {}).get(
+                    "expected_by_seed_noise"
+                ),
                 "n_lost": s["n_lost"],
                 "n_lost_unstable": s["n_lost_unstable"],
                 "n_lost_present_in_finetuned": s["n_lost_present_in_finetuned"],
@@ -151,6 +154,9 @@ def comparison_reports(
                 "n_new": s["n_new"],
                 "n_unstable": s["n_unstable"],
                 "n_changed": s["n_changed"],
+                "n_changed_expected_by_seed": (s["changed_floor"] or {}).get(
+                    "expected_by_seed_noise"
+                ),
                 "n_lost": s["n_lost"],
             }
             for layer, s in sorted(layers.items())
@@ -221,8 +227,12 @@ DEFINITIONS = {
     "present_in_base": "stable and unmatched, but Latent Scaling finds its "
     "direction in the base model where it fires (mirror: present_in_finetuned)",
     "silent": "never fires on the compared tokens",
-    "changed": "matched, but mean activation on domain text moved by at least "
-    "changed_fold and its document-bootstrap interval excludes 0",
+    "changed": "matched, mean activation on domain text moved by at least "
+    "changed_fold with a document-bootstrap interval excluding 0, specialization "
+    "moved with an interval excluding 0, and domain share (domain / (domain + "
+    "general) mean) moved more than the null_quantile of its move between two "
+    "seeds of one model; n_changed_expected_by_seed: how many matched features "
+    "pass that last test by seed noise alone",
     "lost": "base feature stable across base replicates, matched in no fine-tuned "
     "replicate, absent from the fine-tuned model by Latent Scaling",
     "latent scaling": "beta = closed-form least-squares scale of a feature's "

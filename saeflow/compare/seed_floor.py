@@ -20,6 +20,12 @@ under the same relation and no shared start inflates either.
 Overlap counts only features that fire on the compared text: dead latents
 match nothing and would pull every overlap down alike, hiding the effect.
 
+The same pairs give the floor of *changed*: between two seeds of one model a
+matched feature's mean activation often moves 2× or more (one SAE holds it in
+one clean latent, the other splits it), but its domain share, domain mean /
+(domain + general mean), moves little; `changed_floor` is the `null_quantile`
+of that move over same-model matched pairs.
+
 Fine-tuning effect = mean same-model overlap (the two models' floors averaged)
 minus mean cross-model overlap. Its interval counts the seed as well as the
 features: each pair's overlap varies by a between-seed variance σ², estimated
@@ -33,7 +39,6 @@ this treats as independent: with R = 2 (4 cross pairs, df 3) the t quantile
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -118,6 +123,33 @@ class SeedFloor(NamedTuple):
     """(row model, row replicate, column model, column replicate) -> match."""
     summary: dict[str, Any]
     """JSON-ready: overlaps per pair and kind, effect, interval, verdict."""
+    shares: dict[tuple[str, int], np.ndarray]
+    """(model, replicate) -> [M] `domain_share` (empty without means)."""
+
+    def share_moves(self, key: tuple[str, int, str, int]) -> np.ndarray:
+        """|Δ domain share| of each matched pair of one SAE pair."""
+        m = self.pairs[key]
+        rows = np.flatnonzero(m.matched)
+        a, b = self.shares[key[:2]], self.shares[key[2:]]
+        return np.abs(a[rows] - b[m.found.partner[rows]])
+
+    def changed_floor(self, quantile: float) -> dict[str, Any] | None:
+        """How far a matched feature's domain share moves between two seeds of
+        one model: the `quantile` of |Δ share| over same-model matched pairs
+        (NaN ones, silent on one side, left out), and the share of those pairs
+        beyond it. None without same-model pairs or means."""
+        same = [k for k in self.pairs if k[0] == k[2]]
+        if not same or not self.shares:
+            return None
+        moves = np.concatenate([self.share_moves(k) for k in same])
+        moves = moves[~np.isnan(moves)]
+        threshold = float(np.quantile(moves, quantile))
+        return {
+            "share_threshold": threshold,
+            "quantile": quantile,
+            "same_model_matched_pairs": len(moves),
+            "same_model_rate_beyond": float((moves > threshold).mean()),
+        }
 
     def replicates_matching(self, model: str, n_latents: int, other: str) -> np.ndarray:
         """[M] how many replicates of `other` (other replicates, when `other` is
@@ -137,14 +169,14 @@ def seed_floor(
     cfg: CompareConfig,
     seed: int,
     first_null: TopKSAE | None = None,
-    live: dict[tuple[str, int], np.ndarray] | None = None,
+    means: dict[tuple[str, int], dict[str, np.ndarray]] | None = None,
 ) -> SeedFloor:
     """Match every pair of replicates (see module doc).
 
     base, finetuned: the replicates, replicate 0 first. `first_null` replaces
     the null of fine-tuned replicate 0 (the one `compare_layer` reports).
-    live: (model, replicate) -> [M] bool, the latents that fire on the
-    compared text (`live_latents`); overlaps count only those.
+    means: (model, replicate) -> `latent_means` on the compared text; with it
+    overlaps count only latents that fire, and the floor of `changed` is known.
     """
     saes = {"base": base, "finetuned": finetuned}
     nulls = {
@@ -164,35 +196,52 @@ def seed_floor(
         for j in range(len(finetuned))
         for i in range(len(base))
     ]
+    shares = {key: domain_share(m) for key, m in (means or {}).items()}
     pairs = {
         key: match_decoders(
             saes[key[0]][key[1]],
             saes[key[2]][key[3]],
             nulls[key[0], key[1]],
             cfg,
-            (live or {}).get((key[0], key[1])),
+            ~np.isnan(shares[key[:2]]) if shares else None,
         )
         for key in keys
     }
-    return SeedFloor(pairs, floor_summary(pairs, cfg.ci))
+    return SeedFloor(pairs, floor_summary(pairs, cfg.ci), shares)
 
 
 @torch.no_grad()
-def live_latents(
-    sae: TopKSAE, paths: Sequence[str | Path], batch_size: int, max_rows: int | None
-) -> np.ndarray:
-    """[M] bool: latents that fire on any of the first `max_rows` rows of each
-    cache (all rows when None)."""
-    fired = torch.zeros(sae.shape.n_latents, dtype=torch.bool, device=sae.W_dec.device)
-    for path in paths:
+def latent_means(
+    sae: TopKSAE,
+    caches: dict[str, str | Path],
+    batch_size: int,
+    max_rows: int | None,
+) -> dict[str, np.ndarray]:
+    """corpus -> [M] mean activation of every latent over the first `max_rows`
+    rows of that corpus' cache (all rows when None)."""
+    out = {}
+    for corpus, path in caches.items():
+        total = torch.zeros(sae.shape.n_latents, dtype=torch.float64)
         seen = 0
         for x in iter_rows([path], batch_size):
+            x = x[: None if max_rows is None else max_rows - seen]
+            code = sae.encode(x.to(sae.W_dec.device))
+            flat = code.vals.reshape(-1).double().cpu()
+            total.index_add_(0, code.idx.reshape(-1).cpu(), flat)
+            seen += len(x)
             if max_rows is not None and seen >= max_rows:
                 break
-            code = sae.encode(x.to(sae.W_dec.device))
-            fired[code.idx[code.vals > 0]] = True
-            seen += len(x)
-    return fired.cpu().numpy()
+        out[corpus] = (total / max(seen, 1)).numpy()
+    return out
+
+
+def domain_share(means: dict[str, np.ndarray]) -> np.ndarray:
+    """[M] fraction of a latent's mean activity that is on domain text (NaN for a
+    latent silent on both): unchanged when two SAEs share a feature's activity
+    out differently, which scales both corpora's means alike."""
+    dom, gen = means["domain"], means["general"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(dom + gen > 0, dom / (dom + gen), np.nan)
 
 
 def _kind(key: tuple[str, int, str, int]) -> str:

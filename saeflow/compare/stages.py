@@ -38,7 +38,7 @@ def make_layer_comparison(
     init_seeds: the init seeds of the two replicates 0.
     """
     from saeflow.compare.layer import choose_null, compare_layer
-    from saeflow.compare.seed_floor import live_latents, seed_floor
+    from saeflow.compare.seed_floor import latent_means, seed_floor
     from saeflow.sae.model import TopKSAE
     from saeflow.workflow.device import pick_device
 
@@ -49,16 +49,13 @@ def make_layer_comparison(
     null_seed = seed * 1000 + layer + 1
     null, null_info = choose_null(base[0], finetuned[0], init_seeds, null_seed)
     log.info("layer %d null: %s", layer, null_info)
-    acts = {
-        "base": list(base_acts.values()),
-        "finetuned": list(finetuned_acts.values()),
-    }
-    live = {
-        (model, r): live_latents(sae, acts[model], cfg.batch_size, cfg.max_tokens)
+    acts = {"base": base_acts, "finetuned": finetuned_acts}
+    means = {
+        (model, r): latent_means(sae, acts[model], cfg.batch_size, cfg.max_tokens)
         for model, reps in (("base", base), ("finetuned", finetuned))
         for r, sae in enumerate(reps)
     }
-    floor = seed_floor(base, finetuned, cfg, null_seed, first_null=null, live=live)
+    floor = seed_floor(base, finetuned, cfg, null_seed, null, means)
     log.info("layer %d seed floor: %s", layer, floor.summary["verdict"])
     result = compare_layer(
         base[0],

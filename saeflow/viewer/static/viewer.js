@@ -170,7 +170,8 @@ function saeQuality(s) {
 // One line on what fine-tuning did at this layer, against the seed floor.
 function effectLine(layer, e) {
   if (!e) return "";
-  const counts = `${e.n_new} new, ${e.n_unstable} unstable, ${e.n_changed} changed, ${e.n_lost} lost`;
+  const byChance = e.n_changed_expected_by_seed == null ? "" : ` (≈${Math.round(e.n_changed_expected_by_seed)} by seed noise)`;
+  const counts = `${e.n_new} new, ${e.n_unstable} unstable, ${e.n_changed} changed${byChance}, ${e.n_lost} lost`;
   if (e.effect == null) return `Layer ${layer}, base vs fine-tuned: no seed floor (one SAE per model) · ${counts}`;
   const [lo, hi] = e.effect_ci;
   const verdict = e.beyond_seed_floor ? "beyond the seed floor" : "within the seed floor (seed noise)";
