@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
+from scipy import stats
 
 from saeflow.compare.coactivation import (
     Codes,
@@ -420,9 +421,10 @@ def _changed_beyond_floor(
     was = df["status"] == "changed"
     df.loc[was & ~beyond, "status"] = "matched"
     found["n_changed_before_floor"] = int(was.sum())
-    found["expected_by_seed_noise"] = found["same_model_rate_beyond"] * int(
-        df["matched"].sum()
-    )
+    n, rate = int(df["matched"].sum()), found["same_model_rate_beyond"]
+    found["expected_by_seed_noise"] = rate * n
+    # More changed features than this would be unlikely (2.5 %) from seed noise.
+    found["expected_by_seed_noise_hi"] = float(stats.binom.ppf(0.975, n, rate))
     return found
 
 

@@ -107,6 +107,7 @@ def comparison_reports(
                 "n_changed_expected_by_seed": (s["changed_floor"] or {}).get(
                     "expected_by_seed_noise"
                 ),
+                "changed_beyond_seed_noise": _changed_beyond(s),
                 "n_lost": s["n_lost"],
                 "n_lost_unstable": s["n_lost_unstable"],
                 "n_lost_present_in_finetuned": s["n_lost_present_in_finetuned"],
@@ -157,6 +158,7 @@ def comparison_reports(
                 "n_changed_expected_by_seed": (s["changed_floor"] or {}).get(
                     "expected_by_seed_noise"
                 ),
+                "changed_beyond_seed_noise": _changed_beyond(s),
                 "n_lost": s["n_lost"],
             }
             for layer, s in sorted(layers.items())
@@ -196,6 +198,17 @@ def comparison_reports(
         "definitions": DEFINITIONS,
     }
     return ComparisonReports(overlap, top, summary)
+
+
+def _changed_beyond(layer: dict[str, Any]) -> bool | None:
+    """More changed features than seed noise gives in 97.5 % of draws (None
+    without replicates)."""
+    floor = layer["changed_floor"]
+    return (
+        None
+        if floor is None
+        else layer["n_changed"] > floor["expected_by_seed_noise_hi"]
+    )
 
 
 DEFINITIONS = {

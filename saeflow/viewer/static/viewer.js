@@ -170,7 +170,8 @@ function saeQuality(s) {
 // One line on what fine-tuning did at this layer, against the seed floor.
 function effectLine(layer, e) {
   if (!e) return "";
-  const byChance = e.n_changed_expected_by_seed == null ? "" : ` (≈${Math.round(e.n_changed_expected_by_seed)} by seed noise)`;
+  const byChance = e.n_changed_expected_by_seed == null ? ""
+    : ` (≈${Math.round(e.n_changed_expected_by_seed)} from seed noise${e.changed_beyond_seed_noise ? "" : ": within it"})`;
   const counts = `${e.n_new} new, ${e.n_unstable} unstable, ${e.n_changed} changed${byChance}, ${e.n_lost} lost`;
   if (e.effect == null) return `Layer ${layer}, base vs fine-tuned: no seed floor (one SAE per model) · ${counts}`;
   const [lo, hi] = e.effect_ci;
