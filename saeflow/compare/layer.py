@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
-from scipy import stats
+from scipy.stats import binom
 
 from saeflow.compare.coactivation import (
     Codes,
@@ -424,7 +424,7 @@ def _changed_beyond_floor(
     n, rate = int(df["matched"].sum()), found["same_model_rate_beyond"]
     found["expected_by_seed_noise"] = rate * n
     # More changed features than this would be unlikely (2.5 %) from seed noise.
-    found["expected_by_seed_noise_hi"] = float(stats.binom.ppf(0.975, n, rate))
+    found["expected_by_seed_noise_hi"] = float(binom.ppf(0.975, n, rate))
     return found
 
 

@@ -179,13 +179,6 @@ def seed_floor(
     overlaps count only latents that fire, and the floor of `changed` is known.
     """
     saes = {"base": base, "finetuned": finetuned}
-    nulls = {
-        (model, r): null_sae(sae, seed * 1000 + 100 * (model == "finetuned") + r)
-        for model, reps in saes.items()
-        for r, sae in enumerate(reps)
-    }
-    if first_null is not None:
-        nulls["finetuned", 0] = first_null
     keys = [
         (model, i, model, j)
         for model, reps in saes.items()
@@ -196,6 +189,13 @@ def seed_floor(
         for j in range(len(finetuned))
         for i in range(len(base))
     ]
+    # One null per SAE that is a pair's rows (every SAE but the last replicate
+    # of the base model), drawn only when needed.
+    nulls = {} if first_null is None else {("finetuned", 0): first_null}
+    for model, r, _, _ in keys:
+        if (model, r) not in nulls:
+            null_seed = seed * 1000 + 100 * (model == "finetuned") + r
+            nulls[model, r] = null_sae(saes[model][r], null_seed)
     shares = {key: domain_share(m) for key, m in (means or {}).items()}
     pairs = {
         key: match_decoders(
