@@ -319,6 +319,10 @@ def test_plain_text_corpora_in_the_workflow(tmp_path, tiny_bert):
             "path": "general.txt",
             "text_format": "paragraphs",
         }
+        # Unlabelled domain text: fine-tune by masked LM (the classifier needs
+        # labels, and the backtest's sentiment feature needs the classifier).
+        cfg["finetune"]["objective"] = "mlm"
+        cfg["backtest"]["activate"] = False
 
     config = edited_config(work, "txt.yaml", edit)
     targets = ["results/corpus/domain.parquet", "results/corpus/general.parquet"]
