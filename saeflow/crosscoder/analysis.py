@@ -112,15 +112,11 @@ def crosscoder_scaling(
     # in closed form: Σ f (f d_half)·d_own / (‖d_own‖² Σ f²) = d_half·d_own/‖d_own‖².
     own_term = 1.0
     other_term = (d_own.double() * d_other.double()).sum(1) / own_sq.clamp_min(1e-30)
-    own = {m: own_ft[:, 0] == (m == "finetuned") for m in MODELS}
+    is_ft = own_ft[:, 0]
     out: dict[str, np.ndarray] = {"n_tokens": sums.count.cpu().numpy()}
     for target in TARGETS:
-        b_own = torch.where(
-            own["finetuned"], beta("finetuned", target), beta("base", target)
-        )
-        b_other = torch.where(
-            own["finetuned"], beta("base", target), beta("finetuned", target)
-        )
+        b_own = torch.where(is_ft, beta("finetuned", target), beta("base", target))
+        b_other = torch.where(is_ft, beta("base", target), beta("finetuned", target))
         if target == "error":
             b_own, b_other = b_own + own_term, b_other + other_term
         out[f"nu_{target}"] = (b_other / b_own).cpu().numpy()
