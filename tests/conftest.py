@@ -38,6 +38,16 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: a second intra-op thread only adds contention on a busy CPU.
+    Modules that want it: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def bert_tokenizer_dir(tmp_path_factory) -> Path:
     """The real MiniLM WordPiece tokenizer (shipped in a package), saved alone."""

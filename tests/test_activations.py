@@ -17,13 +17,7 @@ MAX_LENGTH = 12  # shorter than every text: each has at least two windows
 COLUMNS = ["doc", "window", "pos", "token_id", "is_special"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: a second intra-op thread only adds contention on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=["tiny_bert", "tiny_llama"])

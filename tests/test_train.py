@@ -14,13 +14,7 @@ from saeflow.workflow.config import SAEConfig
 D, N_DIRECTIONS, K = 32, 64, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls: a second intra-op thread only adds contention on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

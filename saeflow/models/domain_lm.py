@@ -31,9 +31,9 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
+from saeflow.models.finetune import save_checkpoint, seeded_split
 from saeflow.models.loading import load_tokenizer, resolve_model_ref
 from saeflow.workflow.config import FinetuneConfig
-from saeflow.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ def split_documents(
         raise ValueError(
             f"domain-adaptive training needs at least 10 documents; found {len(docs)}"
         )
-    order = np.random.default_rng(seed).permutation(len(docs))
-    n_eval = max(1, int(round(eval_fraction * len(docs))))
-    return docs.iloc[order[n_eval:]], docs.iloc[order[:n_eval]]
+    return seeded_split(docs, eval_fraction, seed)
 
 
 def mask_tokens(
@@ -288,7 +286,5 @@ def finetune_lm(
         final_train_loss=float(np.mean(losses[-20:])),
     )
     log.info("domain-adapted: %s", result)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    save_checkpoint(model, tok, out_dir)
     return result

@@ -53,9 +53,23 @@ def split_labelled(
             f"fine-tuning needs labelled domain documents; found {len(labelled)} "
             "rows with a non-null 'label'"
         )
-    order = np.random.default_rng(seed).permutation(len(labelled))
-    n_eval = max(1, int(round(eval_fraction * len(labelled))))
-    return labelled.iloc[order[n_eval:]], labelled.iloc[order[:n_eval]]
+    return seeded_split(labelled, eval_fraction, seed)
+
+
+def seeded_split(
+    rows: pd.DataFrame, eval_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`rows` shuffled with `seed` into (train, eval); eval holds at least one."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_eval = max(1, int(round(eval_fraction * len(rows))))
+    return rows.iloc[order[n_eval:]], rows.iloc[order[:n_eval]]
+
+
+def save_checkpoint(model, tok, out_dir: str | Path) -> None:
+    """Model and tokenizer into `out_dir`, atomically."""
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
 
 
 def finetune(
@@ -116,9 +130,7 @@ def finetune(
         final_train_loss=float(np.mean(losses[-20:])),
     )
     log.info("fine-tuned: %s", result)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    save_checkpoint(model, tok, out_dir)
     return result
 
 
