@@ -77,6 +77,8 @@ rule measure_transfer:
         transfer="results/compare/layer_{layer}/transfer.json",
     log:
         "logs/compare/layer_{layer}/measure_transfer.log",
+    benchmark:
+        "benchmarks/compare/layer_{layer}/transfer.tsv"
     threads: 1
     params:
         holdout_fraction=config["sae"]["holdout_fraction"],

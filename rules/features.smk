@@ -6,6 +6,8 @@ rule compute_feature_stats:
         stats="results/features/{model}/layer_{layer}/{corpus}_stats.parquet",
     log:
         "logs/features/{model}/layer_{layer}/{corpus}_stats.log",
+    benchmark:
+        "benchmarks/features/{model}/layer_{layer}/{corpus}_stats.tsv"
     threads: 1
     params:
         batch_size=FEATURE_CFG.batch_size,

