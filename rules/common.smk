@@ -74,7 +74,7 @@ onstart:
 
 def model_ref(model):
     """The model reference of `model`; the finetune rule's output when ref is null."""
-    ref = config["models"][model]["ref"]
+    ref = config["models"][_tokens_of(model)]["ref"]
     if ref is None and model == "base":
         raise ValueError(
             "models.base.ref must name a model (hub id, path or package:<module>)"
@@ -84,12 +84,26 @@ def model_ref(model):
 
 def model_input(wildcards):
     """Rule input for a model: the fine-tuned checkpoint when this workflow makes it."""
-    return [FINETUNED_DIR] if config["models"][wildcards.model]["ref"] is None else []
+    model = _tokens_of(wildcards.model)
+    return [FINETUNED_DIR] if config["models"][model]["ref"] is None else []
+
+
+def _tokens_of(model):
+    """The model whose tokenizer reads `model`'s caches: the crosscoder's caches
+    hold the base model's tokens (both models' rows align one to one)."""
+    return "base" if model == "crosscoder" else model
 
 
 def is_activated(stage):
     """Whether an optional stage (a config block with `activate: true`) runs."""
     return bool(config.get(stage, {}).get("activate", False))
+
+
+# Models whose features get statistics, examples, labels and viewer pages: the
+# layer's crosscoder joins as a third (saeflow.crosscoder.as_sae). Rules that serve
+# it too widen the model wildcard with FEATURE_MODEL.
+FEATURE_MODELS = MODELS + (["crosscoder"] if is_activated("crosscoder") else [])
+FEATURE_MODEL = "|".join(FEATURE_MODELS)
 
 
 # Mistakes a job would meet only after others ran (a layer the model lacks, k above
@@ -109,10 +123,19 @@ if is_activated("backtest"):
 
 
 def viewer_feature_inputs(wildcards):
-    """Optional inputs of one model × layer's viewer table: comparison, labels."""
+    """Optional inputs of one model × layer's viewer table: comparison, labels;
+    for the crosscoder its latents table and both models' SAE features."""
     other = "base" if wildcards.model == "finetuned" else "finetuned"
     found = {}
-    if is_activated("compare"):
+    if wildcards.model == "crosscoder":
+        layer = wildcards.layer
+        found["latents"] = f"results/crosscoder/layer_{layer}/latents.parquet"
+        found["model_specs"] = expand(
+            "results/features/{model}/layer_{layer}/specialization.parquet",
+            model=MODELS,
+            layer=layer,
+        )
+    elif is_activated("compare"):
         found["matches"] = f"results/compare/layer_{wildcards.layer}/matches.parquet"
         found["other_spec"] = (
             f"results/features/{other}/layer_{wildcards.layer}/specialization.parquet"
@@ -131,7 +154,7 @@ def viewer_data_inputs(wildcards):
     if is_activated("examples"):
         found["examples"] = expand(
             "results/viewer/{model}/layer_{layer}/examples.parquet",
-            model=MODELS,
+            model=FEATURE_MODELS,
             layer=LAYERS,
         )
     if config["models"]["finetuned"]["ref"] is None:
@@ -195,6 +218,10 @@ def all_targets():
         targets += expand(
             "results/crosscoder/crosscoder_summary.{ext}", ext=["csv", "json", "png"]
         )
+        targets += expand(
+            f"results/features/crosscoder/layer_{{layer}}/top_{TOP_N}_features_analysis.csv",
+            layer=LAYERS,
+        )
     if is_activated("splice"):
         targets += expand(
             "results/sae/{model}/layer_{layer}/spliced.json",
@@ -210,7 +237,7 @@ def all_targets():
     if is_activated("examples"):
         targets += expand(
             "results/examples/{model}/layer_{layer}/examples.parquet",
-            model=MODELS,
+            model=FEATURE_MODELS,
             layer=LAYERS,
         )
     if is_activated("labels"):

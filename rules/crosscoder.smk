@@ -112,3 +112,31 @@ rule summarize_crosscoders:
         layers=LAYERS,
     script:
         "../scripts/summarize_crosscoders.py"
+
+
+rule crosscoder_as_sae:
+    """The first seed's crosscoder as the "crosscoder" model: its SAE with the
+    input scales folded in, and virtual caches over both models' (no copy)."""
+    input:
+        crosscoder="results/crosscoder/layer_{layer}/seed_0/crosscoder",
+        metrics="results/crosscoder/layer_{layer}/seed_0/metrics.json",
+        base_acts=expand(
+            "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
+        ),
+        finetuned_acts=expand(
+            "results/activations/finetuned/layer_{{layer}}/{corpus}.h5",
+            corpus=CORPORA,
+        ),
+    output:
+        sae=directory("results/sae/crosscoder/layer_{layer}/sae"),
+        acts=expand(
+            "results/activations/crosscoder/layer_{{layer}}/{corpus}.h5",
+            corpus=CORPORA,
+        ),
+    log:
+        "logs/crosscoder/layer_{layer}/as_sae.log",
+    threads: 1
+    params:
+        corpora=CORPORA,
+    script:
+        "../scripts/crosscoder_as_sae.py"

@@ -18,6 +18,8 @@ rule collect_feature_examples:
         "logs/examples/{model}/layer_{layer}.log",
     benchmark:
         "benchmarks/examples/{model}/layer_{layer}.tsv"
+    wildcard_constraints:
+        model=FEATURE_MODEL,
     # Labels wait for these; labeling is the longest job near the end of a run.
     priority: 5
     threads: 1

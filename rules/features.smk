@@ -8,6 +8,8 @@ rule compute_feature_stats:
         "logs/features/{model}/layer_{layer}/{corpus}_stats.log",
     benchmark:
         "benchmarks/features/{model}/layer_{layer}/{corpus}_stats.tsv"
+    wildcard_constraints:
+        model=FEATURE_MODEL,
     threads: 1
     params:
         batch_size=FEATURE_CFG.batch_size,
@@ -26,6 +28,8 @@ rule rank_specialized_features:
         json=f"results/features/{{model}}/layer_{{layer}}/top_{TOP_N}_features_analysis.json",
     log:
         "logs/features/{model}/layer_{layer}/rank.log",
+    wildcard_constraints:
+        model=FEATURE_MODEL,
     threads: 1
     params:
         cfg=Tracked(FEATURE_CFG),

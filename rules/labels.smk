@@ -4,8 +4,15 @@
 from pathlib import Path
 
 from saeflow.labels.config import LabelsConfig, load_templates
+from saeflow.workflow.config import ConfigError
 
 LABELS_CFG = LabelsConfig.from_dict(config["labels"], "labels: ")
+if not set(LABELS_CFG.models) <= set(FEATURE_MODELS):
+    raise ConfigError(
+        f"labels.models lists {sorted(set(LABELS_CFG.models) - set(FEATURE_MODELS))}, "
+        f"which this run has no features of (it has {FEATURE_MODELS}); the "
+        "crosscoder's latents need crosscoder.activate: true"
+    )
 LABEL_KEYS = [(m, layer) for m in LABELS_CFG.models for layer in LAYERS]
 LABEL_PROMPTS = Path(workflow.basedir) / LABELS_CFG.prompts
 LABELER_MODEL = "results/labels/labeler_model"

@@ -18,8 +18,11 @@ rule build_viewer_features:
         hist="results/viewer/{model}/layer_{layer}/histograms.npy",
     log:
         "logs/viewer/{model}/layer_{layer}/features.log",
+    wildcard_constraints:
+        model=FEATURE_MODEL,
     threads: 1
     params:
+        models=MODELS,
         hist_bins=VIEWER_CFG.hist_bins,
         batch_size=VIEWER_CFG.batch_size,
         device=config["device"],
@@ -67,6 +70,8 @@ rule index_viewer_examples:
         examples="results/viewer/{model}/layer_{layer}/examples.parquet",
     log:
         "logs/viewer/{model}/layer_{layer}/examples.log",
+    wildcard_constraints:
+        model=FEATURE_MODEL,
     threads: 1
     params:
         row_group=VIEWER_CFG.examples_row_group,
@@ -79,7 +84,7 @@ rule build_viewer_data:
         unpack(viewer_data_inputs),
         tables=expand(
             "results/viewer/{model}/layer_{layer}/features.parquet",
-            model=MODELS,
+            model=FEATURE_MODELS,
             layer=LAYERS,
         ),
         headlines="results/viewer/headlines.parquet",
@@ -90,7 +95,7 @@ rule build_viewer_data:
         "logs/viewer/manifest.log",
     threads: 1
     params:
-        models=MODELS,
+        models=FEATURE_MODELS,
         layers=LAYERS,
         parts={
             "compare": is_activated("compare"),

@@ -18,4 +18,9 @@ with job(snakemake) as sm:  # noqa: F821
         sm.params.device,
         sm.output.table,
         sm.output.hist,
+        sm.input.get("latents"),
+        # The crosscoder's page sets each model's nearest SAE feature beside it.
+        dict(zip(sm.params.models, sm.input.model_specs, strict=True))
+        if "model_specs" in sm.input.keys()
+        else None,
     )

@@ -2,6 +2,7 @@
 (every kernel path), the paired input, classes, and Latent Scaling on latents
 whose truth is built in."""
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,7 @@ from kernels import (
 )
 from saeflow.compare.coactivation import TokenAlignmentError
 from saeflow.crosscoder.analysis import Halves, classify, crosscoder_scaling
+from saeflow.crosscoder.as_sae import fold_input_scales, write_paired_cache
 from saeflow.crosscoder.data import PairedActivationSource
 from saeflow.sae.model import SAEShape, TopKSAE
 from saeflow.workflow.config import CrosscoderConfig
@@ -95,6 +97,58 @@ def test_paired_source_refuses_different_tokens(tmp_path):
     caches = paired_caches(tmp_path, x, x, token_id=np.arange(200) + 1)
     with pytest.raises(TokenAlignmentError, match="same tokens"):
         PairedActivationSource(*caches, 0.1)
+
+
+@pytest.mark.parametrize("kind", ["batchtopk", "topk"])
+def test_folded_crosscoder_reads_raw_activations_exactly(kind):
+    """Scales folded into the weights: the same code on the raw concatenation as
+    the crosscoder on the scaled one, and a reconstruction in raw units."""
+    d, m, k = 5, 30, 3
+    g = torch.Generator().manual_seed(0)
+    cc = TopKSAE(SAEShape(2 * d, m, k, kind), seed=2)
+    with torch.no_grad():
+        cc.b_dec.normal_(0, 0.3, generator=g)
+        cc.b_enc.normal_(0, 0.1, generator=g)
+        cc.scale.fill_(0.7)
+        if kind == "batchtopk":
+            cc.threshold.fill_(0.05)
+    cc.eval()
+    scales = (1.9, 0.4)
+    raw = torch.randn(50, 2 * d, generator=g)
+    s = torch.cat([torch.full((d,), scales[0]), torch.full((d,), scales[1])])
+    folded = fold_input_scales(cc, scales)
+    want, got = cc.encode(raw * s), folded.encode(raw)
+    torch.testing.assert_close(got.idx, want.idx)
+    torch.testing.assert_close(got.vals, want.vals, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        folded.decode(got), cc.decode(want) / s, rtol=1e-5, atol=1e-5
+    )
+    assert folded.code_width == got.vals.shape[1]
+
+
+def test_paired_cache_is_both_caches_side_by_side_without_a_copy(tmp_path):
+    rng = np.random.default_rng(0)
+    xb, xf = rng.normal(size=(300, D)), rng.normal(size=(300, D))
+    (b,), (f,) = paired_caches(tmp_path, xb, xf)
+    out = tmp_path / "pair" / "layer_1" / "domain.h5"
+    write_paired_cache(b, f, out)
+    # Relative source paths: the pair still reads after the folder moves.
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    tmp_path.rename(moved)
+    with h5py.File(moved / "pair" / "layer_1" / "domain.h5", "r") as h:
+        assert h["acts"].is_virtual and h["acts"].shape == (300, 2 * D)
+        want = np.concatenate([xb, xf], axis=1).astype(np.float16)
+        np.testing.assert_array_equal(h["acts"][:], want)
+        np.testing.assert_array_equal(h["token_id"][:], np.arange(300) % 997)
+        assert h.attrs["d_model"] == 2 * D and len(h["doc_ids"]) == 20
+
+
+def test_paired_cache_refuses_different_tokens(tmp_path):
+    x = np.zeros((200, D))
+    (b,), (f,) = paired_caches(tmp_path, x, x, token_id=np.arange(200) + 1)
+    with pytest.raises(TokenAlignmentError, match="same tokens"):
+        write_paired_cache(b, f, tmp_path / "pair.h5")
+    assert not (tmp_path / "pair.h5").exists()
 
 
 def test_relative_norm_classes():

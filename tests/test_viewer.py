@@ -2,19 +2,15 @@
 the session's shared tiny run, `saeflow view` serves it on 127.0.0.1, and the
 tests use its JSON API over HTTP and its page in headless Chromium."""
 
-import http.client
 import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import pytest
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from viewer_harness import CHROMIUM, get, headless_chrome, serve_viewer
 
 pytestmark = pytest.mark.slow
 
@@ -25,47 +21,11 @@ def viewer_run(tiny_run) -> Path:
     return tiny_run / "results"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(viewer_run):
     """`saeflow view` on a free port; yields (host, port)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "saeflow.cli", "view", "--run", str(viewer_run)]
-        + ["--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if get(("127.0.0.1", port), "/api/meta")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"viewer did not start: {proc.stdout.read()}")
-    yield ("127.0.0.1", port)
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def get(addr, path: str, method: str = "GET") -> tuple[int, dict | str]:
-    """One raw HTTP request (the path is sent exactly as given)."""
-    conn = http.client.HTTPConnection(*addr, timeout=30)
-    conn.request(method, path)
-    resp = conn.getresponse()
-    body = resp.read().decode()
-    conn.close()
-    is_json = resp.getheader("Content-Type", "").startswith("application/json")
-    return resp.status, json.loads(body) if is_json else body
+    with serve_viewer(viewer_run) as addr:
+        yield addr
 
 
 def test_meta_lists_models_layers_and_metrics(server):
@@ -205,30 +165,12 @@ def test_view_without_viewer_data_says_how_to_build_it(tmp_path):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")
 def test_browser_headlines_chip_opens_feature(server, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,1000",
-    ):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
-    wait = WebDriverWait(driver, 30)
-    try:
+    with headless_chrome(tmp_path / "profile") as driver:
+        wait = WebDriverWait(driver, 30)
         driver.get(f"http://{server[0]}:{server[1]}/")
         chips = wait.until(
             ec.presence_of_all_elements_located((By.CSS_SELECTOR, "#hl-list .chip"))
@@ -265,5 +207,3 @@ def test_browser_headlines_chip_opens_feature(server, tmp_path):
         driver.save_screenshot(str(tmp_path / "viewer.png"))
         assert (tmp_path / "viewer.png").stat().st_size > 10_000
         assert not driver.find_element(By.ID, "error").is_displayed()
-    finally:
-        driver.quit()

@@ -18,8 +18,11 @@ from conftest import (
     planned_jobs,
     snakemake,
 )
+from labels_server import ChatServer
+from viewer_harness import CHROMIUM, headless_chrome, serve_viewer
 
 from saeflow.compare.layer import STATUSES
+from saeflow.viewer.store import RunData
 
 
 @pytest.mark.slow
@@ -265,20 +268,42 @@ def test_identical_models_show_no_finetuning_effect(tmp_path, tiny_bert):
 
 @pytest.mark.slow
 def test_crosscoder_stage(tiny_run, tmp_path):
-    """crosscoder.activate on a finished run: only the crosscoder rules run."""
+    """crosscoder.activate on a finished run: only the crosscoder rules run, and
+    its latents, as the "crosscoder" model, get statistics, examples, labels and
+    viewer pages that set both models side by side."""
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)
-    cfg = edited_config(
-        tmp_path,
-        "cc.yaml",
-        lambda c: c.update(crosscoder={"activate": True, "expansion": 2, "k": 8}),
-    )
-    jobs = planned_jobs(snakemake(work, "-n", config=cfg))
-    assert jobs["train_crosscoder"] == 4 and jobs["analyse_crosscoder"] == 2
-    assert jobs["summarize_crosscoders"] == 1
-    upstream = {"cache_activations", "train_sae", "train_sae_replicate"}
-    assert upstream.isdisjoint(jobs) and "match_features" not in jobs
-    result = snakemake(work, "--cores", "2", config=cfg)
+    shutil.copytree(ROOT / "prompts", work / "prompts")
+    with ChatServer() as server:
+        cfg = edited_config(
+            tmp_path,
+            "cc.yaml",
+            lambda c: c.update(
+                crosscoder={"activate": True, "expansion": 2, "k": 8},
+                labels={
+                    "activate": True,
+                    "labeler": {
+                        "kind": "http",
+                        "model": "m",
+                        "base_url": server.url("logprobs"),
+                    },
+                    "models": ["crosscoder"],
+                    "top_n": 2,
+                    "n_explain": 3,
+                    "n_detect": 4,
+                    "n_fuzz": 4,
+                    "prompts": str(work / "prompts"),
+                },
+            ),
+        )
+        jobs = planned_jobs(snakemake(work, "-n", config=cfg))
+        assert jobs["train_crosscoder"] == 4 and jobs["analyse_crosscoder"] == 2
+        assert jobs["summarize_crosscoders"] == 1 and jobs["crosscoder_as_sae"] == 2
+        # Examples only for the crosscoder: the SAEs' were built by tiny_run.
+        assert jobs["collect_feature_examples"] == 2 and jobs["label_features"] == 1
+        upstream = {"cache_activations", "train_sae", "train_sae_replicate"}
+        assert upstream.isdisjoint(jobs) and "match_features" not in jobs
+        result = snakemake(work, "--cores", "2", config=cfg)
     assert result.returncode == 0, result.stderr[-4000:]
     table = pd.read_csv(work / "results" / "crosscoder" / "crosscoder_summary.csv")
     assert list(table["layer"]) == [1, 2]
@@ -287,3 +312,52 @@ def test_crosscoder_stage(tiny_run, tmp_path):
     assert (table["fvu_base_crosscoder"] < 1).all()
     latents = pd.read_parquet(work / "results/crosscoder/layer_1/latents.parquet")
     assert {"relative_norm", "nu_error", "stable", "final_class"} <= set(latents)
+
+    labels = pd.read_csv(work / "results/labels/feature_labels_clean_domain.csv")
+    assert set(labels["model"]) == {"crosscoder"} and labels["label_ok"].any()
+    run = RunData(work / "results")
+    assert run.models == ["base", "finetuned", "crosscoder"]
+    assert "relative_norm" in run.metrics
+    first = run.features("crosscoder", "1", "relative_norm", "5", "0")["items"]
+    assert len(first) == 5 and all(f["status"] for f in first)
+    labelled = labels[labels["label_ok"]].iloc[0]
+    info = run.feature_info(
+        "crosscoder", str(labelled["layer"]), str(labelled["feature"])
+    )
+    assert info["stats"]["label"] == labelled["label"]
+    assert info["examples"]["top"]
+    by_model = {m["model"]: m for m in info["models"]}
+    assert set(by_model) == {"base", "finetuned"}
+    for model, m in by_model.items():
+        assert m["decoder_norm"] > 0 and -1 <= m["cosine"] <= 1
+        sae_feature = run.feature_info(model, str(labelled["layer"]), str(m["feature"]))
+        assert m["frac_active_domain"] == sae_feature["stats"]["frac_active_domain"]
+    # The SAE models' pages carry no crosscoder panel.
+    assert run.feature_info("finetuned", "1", "0")["models"] is None
+    if CHROMIUM.exists():
+        see_crosscoder_page_in_a_browser(work / "results", labelled, tmp_path)
+
+
+def see_crosscoder_page_in_a_browser(results, latent, tmp_path):
+    """The latent's page in Chromium: the two models side by side, and a click on
+    the base model's nearest SAE feature opens that feature's page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    layer, fid = int(latent["layer"]), int(latent["feature"])
+    with serve_viewer(results) as (host, port), headless_chrome(tmp_path) as driver:
+        wait = WebDriverWait(driver, 30)
+        driver.get(f"http://{host}:{port}/#feature/crosscoder/{layer}/{fid}")
+        table = wait.until(ec.visibility_of_element_located((By.ID, "cc-models")))
+        head = table.find_elements(By.CSS_SELECTOR, "tr")[0].text.split()
+        assert head == ["base", "finetuned"]
+        assert "relative decoder norm" in driver.find_element(By.ID, "cc-class").text
+        base_chip = table.find_elements(By.CSS_SELECTOR, ".chip")[0]
+        target = base_chip.text.split(":")[0]  # "Feature 12"
+        base_chip.click()
+        wait.until(
+            ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#detail h2"), target)
+        )
+        assert "base model" in driver.find_element(By.ID, "detail").text
+        assert not driver.find_element(By.ID, "error").is_displayed()

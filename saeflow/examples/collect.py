@@ -202,7 +202,7 @@ def _scan(
 ) -> tuple[_TopBuffer, _Reservoir, _Code]:
     """Pass 1: top documents, occurrence reservoir, and the code of every row
     (written to memory-mapped files under `tmp`, so memory stays bounded)."""
-    m, k = sae.shape.n_latents, sae.shape.k
+    m, k = sae.shape.n_latents, sae.code_width
     n = sum(len(c.doc) for c in corpora)
     code = _Code(
         np.lib.format.open_memmap(tmp / "idx.npy", "w+", np.int32, (n, k)),

@@ -126,6 +126,13 @@ class TopKSAE(nn.Module):
         self.scale.fill_((sample.shape[1] / sample.pow(2).sum(1).mean()).sqrt())
         self.b_dec.copy_((sample * self.scale).mean(0))
 
+    @property
+    def code_width(self) -> int:
+        """Columns of an encoded batch: k (topk), BATCHTOPK_CAP·k (batchtopk, the
+        unkept ones 0), every latent (relu)."""
+        kind, k, m = self.shape.kind, self.shape.k, self.shape.n_latents
+        return {"topk": k, "batchtopk": min(m, BATCHTOPK_CAP * k)}.get(kind, m)
+
     def encode(self, x: torch.Tensor) -> EncoderOutput:
         """x: [N, D] in input units → code (batchtopk: batch-wide in training mode)."""
         return self._encode_scaled(x * self.scale)
@@ -141,7 +148,7 @@ class TopKSAE(nn.Module):
             )
         if kind == "topk":
             return EncoderOutput(*topk_encode(centred, w, b, k))
-        vals, idx = topk_encode(centred, w, b, min(m, BATCHTOPK_CAP * k))
+        vals, idx = topk_encode(centred, w, b, self.code_width)
         if self.training:
             cut = vals.detach().flatten().topk(min(vals.numel(), len(vals) * k)).values
             thr = cut[-1]

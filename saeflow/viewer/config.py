@@ -26,3 +26,12 @@ class ViewerConfig(_FromDict):
         for name in ("hist_bins", "headline_top_features", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"viewer.{name} must be >= 1")
+
+
+MODEL_STATS = (
+    "frac_active_domain",
+    "frac_active_general",
+    "mean_activation_domain",
+    "specialization",
+)
+"""Columns of each model's nearest SAE feature shown on a crosscoder latent."""

@@ -8,6 +8,9 @@ turns them, once per run, into what the pages ask for:
   its matched partner in the other model when the comparison stage has run;
 - ``histograms.npy``  [2, M, bins] int64: counts of non-zero activations on the
   domain (0) and general (1) corpora, bins spanning [0, hist_max] per feature;
+  for the crosscoder (a third "model", saeflow.crosscoder.as_sae) each latent's
+  decoder norm in each model, its class, and both models' nearest SAE features
+  with their activation statistics, side by side;
 - ``examples.parquet``: the examples stage's contexts sorted by feature in small
   row groups, so one feature's contexts are read without scanning the file;
 - ``manifest.json``: models, layers and which optional stages were built.
@@ -29,6 +32,7 @@ import torch
 from saeflow.examples.collect import EXAMPLE_COLUMNS
 from saeflow.sae.data import iter_rows
 from saeflow.sae.model import TopKSAE
+from saeflow.viewer.config import MODEL_STATS
 from saeflow.workflow.device import pick_device
 from saeflow.workflow.io import atomic_path, write_json, write_parquet
 
@@ -42,7 +46,9 @@ METRICS = {
     "specialization": "specialization (domain − general)",
     "delta_vs_base": "delta vs base (specialization − partner's)",
     "label_score": "label score",
+    "relative_norm": "relative decoder norm (fine-tuned share)",
 }
+CROSSCODER_ONLY = {"relative_norm"}
 SCORE_COLUMNS = ("score", "label_score", "detection_score", "fuzzing_score")
 
 
@@ -137,6 +143,26 @@ def feature_table(
     return t
 
 
+def crosscoder_columns(
+    latents: pd.DataFrame, model_specs: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """Per crosscoder latent: class, per-model decoder norms, Latent Scaling, and
+    per model its nearest SAE feature (`{model}_feature`, `{model}_cosine`) with
+    that feature's activation statistics (`{model}_<stat>`, MODEL_STATS)."""
+    t = latents.rename(columns={"latent": "feature"}).sort_values("feature")
+    keep = ["feature", "relative_norm", "nu_error", "nu_reconstruction", "stable"]
+    out = t[keep].assign(status=t["final_class"].astype(str))
+    for model, spec in model_specs.items():
+        ids = t[f"best_{model}_sae_feature"].to_numpy(dtype=int)
+        out[f"norm_{model}"] = t[f"norm_{model}"].to_numpy()
+        out[f"{model}_feature"] = ids
+        out[f"{model}_cosine"] = t[f"best_{model}_sae_cosine"].to_numpy()
+        stats = spec.set_index("feature").reindex(ids)
+        for col in MODEL_STATS:
+            out[f"{model}_{col}"] = stats[col].to_numpy()
+    return out.reset_index(drop=True)
+
+
 def make_viewer_features(
     model: str,
     layer: int,
@@ -151,8 +177,14 @@ def make_viewer_features(
     device: str,
     out_table: str | Path,
     out_hist: str | Path,
+    latents: str | Path | None = None,
+    model_specs: dict[str, str | Path] | None = None,
 ) -> None:
-    """Write the feature table and histograms of one model × layer."""
+    """Write the feature table and histograms of one model × layer.
+
+    The crosscoder's table also takes its `latents` table and each model's
+    specialization table (`model_specs`: model -> path).
+    """
     table = feature_table(
         model,
         layer,
@@ -161,6 +193,12 @@ def make_viewer_features(
         pd.read_parquet(matches) if matches else None,
         pd.read_csv(labels) if labels else None,
     )
+    if latents is not None:
+        cc = crosscoder_columns(
+            pd.read_parquet(latents),
+            {m: pd.read_parquet(p) for m, p in (model_specs or {}).items()},
+        )
+        table = table.drop(columns="status").merge(cc, on="feature", how="left")
     table["hist_max"] = table[["max_activation_domain", "max_activation_general"]].max(
         axis=1
     )
@@ -234,6 +272,7 @@ def make_viewer_manifest(
         for name, label in METRICS.items()
         if (name != "delta_vs_base" or parts["compare"])
         and (name != "label_score" or parts["labels"])
+        and (name not in CROSSCODER_ONLY or "crosscoder" in models)
     }
     write_json(
         {

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from saeflow.viewer.config import MODEL_STATS
+
 MAX_LIMIT = 200
 MAX_EXAMPLES = {"top": 20, "quantile": 40, "negative_random": 5, "negative_similar": 5}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -158,7 +160,12 @@ class RunData:
 
     @functools.lru_cache(maxsize=256)  # noqa: B019
     def _order(self, model: str, layer: int, metric: str, desc: bool) -> np.ndarray:
-        values = self.table(model, layer)[metric].to_numpy(dtype=float)
+        t = self.table(model, layer)
+        # A metric of another kind of table (the crosscoder's relative norm) ranks
+        # nothing here: every value missing, the page in feature order.
+        values = (
+            t[metric].to_numpy(dtype=float) if metric in t else np.full(len(t), np.nan)
+        )
         key = np.where(np.isnan(values), np.inf, -values if desc else values)
         return np.argsort(key, kind="stable")
 
@@ -219,6 +226,7 @@ class RunData:
                 "general": hist[1, i].tolist(),
             },
             "partner": self._partner(model, n, row),
+            "models": self._models_of_latent(n, row) if model == "crosscoder" else None,
             "examples": self._examples(model, n, i),
             "parts": self.parts,
         }
@@ -240,6 +248,27 @@ class RunData:
             "activation_correlation": row["activation_correlation"],
             "status": row["status"],
         }
+
+    def _models_of_latent(self, layer: int, row: dict) -> list[dict[str, Any]]:
+        """A crosscoder latent in each model, side by side: its decoder norm there
+        and that model's nearest SAE feature (id, cosine, label, activations)."""
+        out = []
+        for model in ("base", "finetuned"):
+            fid = row.get(f"{model}_feature")
+            label = None
+            if model in self.models and fid is not None and fid >= 0:
+                label = _json_value(self.table(model, layer).iloc[int(fid)]["label"])
+            out.append(
+                {
+                    "model": model,
+                    "decoder_norm": row.get(f"norm_{model}"),
+                    "feature": fid,
+                    "cosine": row.get(f"{model}_cosine"),
+                    "label": label,
+                    **{c: row.get(f"{model}_{c}") for c in MODEL_STATS},
+                }
+            )
+        return out
 
     def _examples(self, model: str, layer: int, fid: int) -> dict[str, Any] | None:
         path = self._file(model, f"layer_{layer}", "examples.parquet")

@@ -249,6 +249,36 @@ function partnerBox(info) {
     el("span", { text: ` · decoder cosine ${fmt(p.decoder_cosine)} · activation correlation ${fmt(p.activation_correlation)}` }));
 }
 
+const CLASS_TEXT = {
+  shared: "shared: both models' decoders carry it",
+  finetuned_only: "fine-tuned only: the base decoder half is near zero",
+  base_only: "base only: the fine-tuned decoder half is near zero",
+  finetuned_only_artifact: "fine-tuned only by decoder norm, but Latent Scaling finds it in the base model (an artifact)",
+  base_only_artifact: "base only by decoder norm, but Latent Scaling finds it in the fine-tuned model (an artifact)",
+};
+
+// A crosscoder latent in each model, side by side: how much of it each model's
+// decoder carries, and that model's nearest SAE feature with its activations.
+function modelsBox(info) {
+  const s = info.stats;
+  const head = el("p", { class: "partner", id: "cc-class",
+    text: `${CLASS_TEXT[s.status] || s.status} · relative decoder norm ${fmt(s.relative_norm, 3)}`
+      + ` · ${s.stable ? "stable across crosscoder seeds" : "not found in the other crosscoder seed"}` });
+  const rows = [["decoder norm", (m) => fmt(m.decoder_norm, 3)],
+    ["nearest SAE feature", (m) => m.feature == null ? "–" : el("button", { class: "chip",
+      text: `Feature ${m.feature}: ${m.label || "unlabelled"}`, onclick: () => openFeature(m.model, info.layer, m.feature, true) })],
+    ["decoder cosine to it", (m) => fmt(m.cosine, 3)],
+    ["its fraction active (domain)", (m) => fmt(m.frac_active_domain, 4)],
+    ["its fraction active (general)", (m) => fmt(m.frac_active_general, 4)],
+    ["its mean activation (domain)", (m) => fmt(m.mean_activation_domain, 4)],
+    ["its specialization", (m) => fmt(m.specialization, 4)]];
+  const cell = (v) => (typeof v === "string" ? el("td", { text: v }) : el("td", {}, v));
+  const table = el("table", { class: "stats", id: "cc-models" },
+    el("tr", {}, el("td"), ...info.models.map((m) => el("td", { text: m.model }))),
+    ...rows.map(([name, f]) => el("tr", {}, el("td", { text: name }), ...info.models.map((m) => cell(f(m))))));
+  return el("div", {}, head, table);
+}
+
 function renderDetail(info) {
   const s = info.stats;
   const label = s.label
@@ -260,12 +290,14 @@ function renderDetail(info) {
       .map(([name, key]) => el("tr", {}, el("td", { text: name }),
         el("td", { text: fmt(s[key + "_domain"], 4) }), el("td", { text: fmt(s[key + "_general"], 4) }))),
     el("tr", {}, el("td", { text: "specialization" }), el("td", { text: fmt(s.specialization, 4) })),
-    el("tr", {}, el("td", { text: "delta vs base" }), el("td", { text: fmt(s.delta_vs_base, 4) })));
+    // A crosscoder latent has no base partner: its panel below compares the models.
+    ...(info.models ? [] : [el("tr", {}, el("td", { text: "delta vs base" }), el("td", { text: fmt(s.delta_vs_base, 4) }))]));
   const parts = [
     el("h2", { text: `Feature ${info.id}` }),
     el("p", { class: "muted", text: `${info.model} model · layer ${info.layer} · ${info.n_features} features` }),
     label, stats,
-    el("h3", { text: "Matched feature" }), partnerBox(info),
+    ...(info.models ? [el("h3", { text: "In each model" }), modelsBox(info)]
+      : [el("h3", { text: "Matched feature" }), partnerBox(info)]),
     el("h3", { text: "Activation histogram" }), histogram(info.histogram),
   ];
   const ex = info.examples;
