@@ -13,6 +13,7 @@ from saeflow.compare.coactivation import (
     Codes,
     TokenAlignmentError,
     align_tokens,
+    auto_max_tokens,
     cooccurrence_blocks,
     correlation_blocks,
     encode_rows,
@@ -396,8 +397,9 @@ def test_cooccurrence_and_correlation_equal_dense_references(method):
         return Codes(sp.csr_matrix(mat, shape=(n, m)))
 
     f, b = codes(), codes()
+    # gemm: 2,000 entries of C handed out at a time, one token pass per 5,000
     blocks = cooccurrence_blocks(
-        f, b, method, "cpu", block_entries=500, yield_entries=2000
+        f, b, method, "cpu", block_entries=500, yield_entries=2000, gemm_entries=5000
     )
     got = np.zeros((m, m))
     for r0, c0, block in blocks:
@@ -410,6 +412,14 @@ def test_cooccurrence_and_correlation_equal_dense_references(method):
         corr[:, c0 : c0 + block.shape[1]] = block.numpy()
     ref = np.corrcoef(f.mat.toarray().T, b.mat.toarray().T)[:m, m:]
     assert np.allclose(corr, ref, atol=1e-5)
+
+
+def test_auto_token_cap_bounds_codes_and_spares_the_default_run():
+    budget = 1 << 30
+    per_corpus = auto_max_tokens(192, 2, budget)
+    assert 2 * per_corpus * 48 * 192 <= budget < 2 * (per_corpus + 1) * 48 * 192
+    # The default run (k = 32, ~49 k and ~80 k aligned tokens) is not capped.
+    assert auto_max_tokens(32, 2) > 80_000
 
 
 def test_encode_rows_reads_any_subset_in_any_order(setup):

@@ -111,6 +111,21 @@ def align_tokens(
     )
 
 
+CODES_BUDGET_BYTES = 2 << 30
+"""What the compare stage's codes may hold when compare.max_tokens is null."""
+
+
+def auto_max_tokens(k: int, n_corpora: int, budget: int = CODES_BUDGET_BYTES) -> int:
+    """Aligned tokens per corpus whose codes fit `budget` bytes: three SAEs' CSR
+    codes (value and index, 8 B per active latent), the scatter's padded int64 and
+    float64 copy of one (16 B) and its column-major copy of another (8 B). The
+    codes of every aligned token stay in memory (correlations, bootstrap), so
+    without a cap they grow with the corpus: at k = 192, 10 M tokens would take
+    ~90 GB. ~700 k tokens per corpus at k = 32, ~116 k at k = 192."""
+    per_token = (3 * 8 + 16 + 8) * k
+    return max(1, budget // (per_token * n_corpora))
+
+
 def subsample_docs(
     alignment: Alignment, max_tokens: int | None, rng: np.random.Generator
 ) -> Alignment:
@@ -215,6 +230,7 @@ def cooccurrence_blocks(
     device: str,
     block_entries: int = 1 << 19,
     yield_entries: int = 1 << 24,
+    gemm_entries: int = 1 << 28,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Blocks (0, c0, [Mf, c]) of C = Z_f^T Z_b over the same N tokens.
 
@@ -222,14 +238,17 @@ def cooccurrence_blocks(
     each base activation times the k fine-tuned activations of its token is
     accumulated with bincount (a cache-resident accumulator); blocks are handed
     out `yield_entries` at a time (float64). gemm: dense GEMMs of token chunks
-    on `device` into one [Mf, Mb] float32 accumulator, handed out in column
-    slices of it.
+    on `device`, one pass over the tokens per column slice of about
+    `gemm_entries` entries of C (float32: 1 GiB), handed out `yield_entries` at a
+    time; C is never whole (at Mf = Mb = 24,576 it would be 2.4 GB).
     """
     if method == "gemm":
-        out = _cooccurrence_gemm(f, b, device)
         width = max(1, yield_entries // f.n_latents)
-        for c0 in range(0, b.n_latents, width):
-            yield 0, c0, out[:, c0 : c0 + width]
+        span = max(width, gemm_entries // f.n_latents // width * width)
+        for s0 in range(0, b.n_latents, span):
+            out = _cooccurrence_gemm(f, b, device, s0, min(b.n_latents, s0 + span))
+            for c0 in range(0, out.shape[1], width):
+                yield 0, s0 + c0, out[:, c0 : c0 + width]
         return
     zb = b.mat.tocsc()
     mf, mb = f.n_latents, b.n_latents
@@ -270,13 +289,15 @@ def _padded(mat: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cooccurrence_gemm(
-    f: Codes, b: Codes, device: str, chunk: int = 4096
+    f: Codes, b: Codes, device: str, c0: int, c1: int, chunk: int = 4096
 ) -> torch.Tensor:
-    """[Mf, Mb] float32 on `device`: sum over token chunks of dense Z_f^T Z_b."""
-    out = torch.zeros(f.n_latents, b.n_latents, device=device)
+    """[Mf, c1 - c0] float32 on `device`: columns c0:c1 of Z_f^T Z_b, summed
+    over token chunks of dense GEMMs."""
+    out = torch.zeros(f.n_latents, c1 - c0, device=device)
+    zb_cols = b.mat[:, c0:c1].tocsr()
     for s in range(0, f.mat.shape[0], chunk):
         zf = torch.from_numpy(f.mat[s : s + chunk].toarray()).to(device)
-        zb = torch.from_numpy(b.mat[s : s + chunk].toarray()).to(device)
+        zb = torch.from_numpy(zb_cols[s : s + chunk].toarray()).to(device)
         out.addmm_(zf.T, zb)
     return out
 

@@ -49,6 +49,7 @@ from saeflow.compare.coactivation import (
     Codes,
     DocBootstrap,
     align_tokens,
+    auto_max_tokens,
     concat_codes,
     correlation_blocks,
     encode_rows,
@@ -279,9 +280,13 @@ def _read_tokens(
     parts: dict[str, list[Codes]] = {"base": [], "null": [], "finetuned": []}
     corpus_rows, docs, reports, files = {}, {}, {}, {}
     start = 0
+    max_tokens = cfg.max_tokens
+    if max_tokens is None:  # all aligned tokens, as far as their codes fit memory
+        k = max(sae_base.shape.k, sae_finetuned.shape.k)
+        max_tokens = auto_max_tokens(k, len(base_acts))
     for corpus, base_path in base_acts.items():
         al = align_tokens(base_path, finetuned_acts[corpus], cfg.min_aligned_fraction)
-        al = subsample_docs(al, cfg.max_tokens, rng)
+        al = subsample_docs(al, max_tokens, rng)
         (base,) = encode_rows([sae_base], base_path, al.base_rows, cfg.batch_size)
         ft, nul = encode_rows(
             [sae_finetuned, null],
