@@ -34,7 +34,12 @@ rule compute_headline_features:
     input:
         news="results/backtest/{scenario}/news.parquet",
         model=backtest_model_input(),
-        saes=expand("results/sae/finetuned/layer_{layer}/sae", layer=BACKTEST_LAYERS),
+        saes=ancient(
+            expand("results/sae/finetuned/layer_{layer}/sae", layer=BACKTEST_LAYERS)
+        ),
+        sae_digests=expand(
+            "results/sae/finetuned/layer_{layer}/sae.sha256", layer=BACKTEST_LAYERS
+        ),
         specialization=expand(
             "results/features/finetuned/layer_{layer}/specialization.parquet",
             layer=BACKTEST_LAYERS,

@@ -14,16 +14,28 @@ COMPARE_CAT = "Base vs fine-tuned"
 
 rule match_features:
     input:
-        sae_base="results/sae/base/layer_{layer}/sae",
-        sae_finetuned="results/sae/finetuned/layer_{layer}/sae",
+        # SAE folders by their digests (saeflow/workflow/digest.py): an identical
+        # retrain reruns nothing here.
+        sae_base=ancient("results/sae/base/layer_{layer}/sae"),
+        sae_finetuned=ancient("results/sae/finetuned/layer_{layer}/sae"),
         # The seed floor: replicates 1 .. R-1 of both models (train_sae_replicate).
-        replicates_base=expand(
-            "results/sae/base/layer_{{layer}}/replicates/r{r}/sae",
-            r=range(1, COMPARE_CFG.replicates),
+        replicates_base=ancient(
+            expand(
+                "results/sae/base/layer_{{layer}}/replicates/r{r}/sae",
+                r=range(1, COMPARE_CFG.replicates),
+            )
         ),
-        replicates_finetuned=expand(
-            "results/sae/finetuned/layer_{{layer}}/replicates/r{r}/sae",
-            r=range(1, COMPARE_CFG.replicates),
+        replicates_finetuned=ancient(
+            expand(
+                "results/sae/finetuned/layer_{{layer}}/replicates/r{r}/sae",
+                r=range(1, COMPARE_CFG.replicates),
+            )
+        ),
+        digests=expand(
+            "results/sae/{model}/layer_{{layer}}/{sae}.sha256",
+            model=["base", "finetuned"],
+            sae=["sae"]
+            + [f"replicates/r{r}/sae" for r in range(1, COMPARE_CFG.replicates)],
         ),
         base_acts=expand(
             "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
@@ -64,8 +76,12 @@ rule match_features:
 
 rule measure_transfer:
     input:
-        sae_base="results/sae/base/layer_{layer}/sae",
-        sae_finetuned="results/sae/finetuned/layer_{layer}/sae",
+        sae_base=ancient("results/sae/base/layer_{layer}/sae"),
+        sae_finetuned=ancient("results/sae/finetuned/layer_{layer}/sae"),
+        digests=expand(
+            "results/sae/{model}/layer_{{layer}}/sae.sha256",
+            model=["base", "finetuned"],
+        ),
         base_acts=expand(
             "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
         ),

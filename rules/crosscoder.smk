@@ -129,6 +129,7 @@ rule crosscoder_as_sae:
         ),
     output:
         sae=directory("results/sae/crosscoder/layer_{layer}/sae"),
+        digest="results/sae/crosscoder/layer_{layer}/sae.sha256",
         acts=expand(
             "results/activations/crosscoder/layer_{{layer}}/{corpus}.h5",
             corpus=CORPORA,

@@ -7,7 +7,8 @@ EXAMPLE_CFG = ExampleConfig.from_dict(config["examples"], "examples: ")
 
 rule collect_feature_examples:
     input:
-        sae="results/sae/{model}/layer_{layer}/sae",
+        sae=ancient("results/sae/{model}/layer_{layer}/sae"),
+        sae_digest="results/sae/{model}/layer_{layer}/sae.sha256",
         acts=expand(
             "results/activations/{{model}}/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
         ),

@@ -1,6 +1,8 @@
 rule compute_feature_stats:
     input:
-        sae="results/sae/{model}/layer_{layer}/sae",
+        # The folder's time is ignored; its digest reruns this when the SAE changes.
+        sae=ancient("results/sae/{model}/layer_{layer}/sae"),
+        sae_digest="results/sae/{model}/layer_{layer}/sae.sha256",
         acts="results/activations/{model}/layer_{layer}/{corpus}.h5",
     output:
         stats="results/features/{model}/layer_{layer}/{corpus}_stats.parquet",

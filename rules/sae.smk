@@ -10,6 +10,10 @@ rule train_sae:
         ),
     output:
         sae=directory("results/sae/{model}/layer_{layer}/sae"),
+        # sae/'s content digest (filled by saeflow's job()): consumers read the
+        # folder as ancient() and this file beside it, so a retrain to identical
+        # bytes reruns none of them (saeflow/workflow/digest.py).
+        digest="results/sae/{model}/layer_{layer}/sae.sha256",
         metrics="results/sae/{model}/layer_{layer}/metrics.json",
         curve="results/sae/{model}/layer_{layer}/training_curve.csv",
         variants=directory("results/sae/{model}/layer_{layer}/variants"),
@@ -48,6 +52,7 @@ rule train_sae_replicate:
         ),
     output:
         sae=directory("results/sae/{model}/layer_{layer}/replicates/r{replicate}/sae"),
+        digest="results/sae/{model}/layer_{layer}/replicates/r{replicate}/sae.sha256",
         metrics="results/sae/{model}/layer_{layer}/replicates/r{replicate}/metrics.json",
         curve="results/sae/{model}/layer_{layer}/replicates/r{replicate}/training_curve.csv",
         figure="results/sae/{model}/layer_{layer}/replicates/r{replicate}/training_curve.png",
@@ -133,6 +138,7 @@ if IMPORTED_SAES:
             ),
         output:
             sae=directory("results/sae/{imported}/sae"),
+            digest="results/sae/{imported}/sae.sha256",
             metrics="results/sae/{imported}/metrics.json",
         log:
             "logs/sae/import/{imported}.log",

@@ -9,7 +9,8 @@ SPLICE_CFG = SpliceConfig.from_dict(config["splice"], "splice: ")
 
 rule evaluate_spliced:
     input:
-        sae="results/sae/{model}/layer_{layer}/sae",
+        sae=ancient("results/sae/{model}/layer_{layer}/sae"),
+        sae_digest="results/sae/{model}/layer_{layer}/sae.sha256",
         cache="results/activations/{model}/layer_{layer}/domain.h5",
         corpus="results/corpus/domain.parquet",
         model=model_input,
@@ -41,7 +42,8 @@ rule evaluate_spliced:
 # The base SAE's held-out texts (its own cache's tail) and the fine-tuned model.
 rule evaluate_spliced_base_into_finetuned:
     input:
-        sae="results/sae/base/layer_{layer}/sae",
+        sae=ancient("results/sae/base/layer_{layer}/sae"),
+        sae_digest="results/sae/base/layer_{layer}/sae.sha256",
         cache="results/activations/base/layer_{layer}/domain.h5",
         corpus="results/corpus/domain.parquet",
         model=backtest_model_input(),

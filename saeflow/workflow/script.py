@@ -2,9 +2,10 @@
 
 `with job(snakemake) as sm:` sends stderr and logging to the rule's log, sets
 torch's thread count from the rule's `threads`, and is the single place where
-per-job bookkeeping lives: after the body succeeds it writes a provenance record
-for every output (saeflow/workflow/provenance.py). The scheduler's job id and
-CUDA_VISIBLE_DEVICES go to the log and the record.
+per-job bookkeeping lives: after the body succeeds it fills each declared digest
+output `<x>.sha256` of an output `<x>` (saeflow/workflow/digest.py) and writes a
+provenance record for every output (saeflow/workflow/provenance.py). The
+scheduler's job id and CUDA_VISIBLE_DEVICES go to the log and the record.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from saeflow.workflow.config import untracked
+from saeflow.workflow.digest import write_digests
 from saeflow.workflow.provenance import describe_inputs, job_record, now, write_records
 
 log = logging.getLogger("saeflow.workflow.script")
@@ -64,7 +66,7 @@ class _Job:
 @contextlib.contextmanager
 def job(sm: Any) -> Iterator[Any]:
     """Set up one Snakemake job (the `snakemake` object of a script) and yield it;
-    on success, write the provenance record of each of its outputs."""
+    on success, write its declared digests and each output's provenance record."""
     setup_logging(sm.log[0] if sm.log else None, sm.threads)
     started = now()
     log.info(
@@ -79,4 +81,5 @@ def job(sm: Any) -> Iterator[Any]:
     inputs = describe_inputs(list(sm.input))
     yield _Job(sm)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes outputs
+        write_digests(list(sm.output))  # <x>.sha256 beside <x> (workflow/digest.py)
         write_records(job_record(sm, started, inputs), list(sm.output))
