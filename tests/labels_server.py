@@ -4,7 +4,7 @@ server without log-probabilities), /logprobs/v1 (also `top_logprobs` when asked)
 /junk/v1, /slow/v1, /flaky/v1 (two 500s per prompt, then good), /bad400/v1,
 /notjson/v1; /delay/v1 answers well after `delay_s` seconds (the benchmark).
 
-A good server labels a feature "mentions of <its most frequent firing token>"
+A good server labels a feature "mentions of <its first listed token>"
 and answers a yes/no question "Yes" when a word of the description's last word
 is in the text (P(yes) 0.9 against 0.2 with log-probabilities)."""
 
@@ -29,7 +29,7 @@ def fits(prompt: str) -> bool:
 def good_answer(prompt: str) -> str:
     if "Answer Yes or No" in prompt:
         return "Yes" if fits(prompt) else "No"
-    tokens = re.search(r"^Words: (\S+) \(", prompt, flags=re.M)
+    tokens = re.search(r"^Words: ([^,\s]+)", prompt, flags=re.M)
     return f"Label: mentions of {tokens.group(1) if tokens else 'nothing'}"
 
 

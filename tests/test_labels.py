@@ -130,7 +130,10 @@ def test_clean_label_takes_the_first_line_without_markup(answer, label):
 
 def explain_prompt(tokens: str = "dividend (4), payout (2)") -> list[dict]:
     examples = "Acme raises its <<dividend>> | Bank lifts <<payout>> to 45 cents"
-    return render_prompt(TEMPLATES["explain"], examples=examples, tokens=tokens)
+    contrast = "The dividend date was set | Payout rules changed"
+    return render_prompt(
+        TEMPLATES["explain"], examples=examples, tokens=tokens, contrast=contrast
+    )
 
 
 @pytest.mark.parametrize(

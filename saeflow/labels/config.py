@@ -65,6 +65,12 @@ class LabelerConfig(_FromDict):
     line, separated by "|")."""
     device: str = "auto"
     """transformers: where the model runs (auto, cpu, cuda)."""
+    prefix_cache: bool = True
+    """transformers: run the prefix a feature's yes/no questions about one label
+    share once and reuse its key/value cache (same probabilities to 1e-5)."""
+    quantize: Literal["none", "int8"] = "none"
+    """transformers on the CPU: int8 dynamic quantisation of the linear layers
+    (changes the answers slightly, so it is part of the answers' identity)."""
 
     @property
     def is_gguf(self) -> bool:
@@ -95,6 +101,8 @@ class LabelerConfig(_FromDict):
         keep = ["kind", "model", "gguf_file", "gguf_sha256", "max_new_tokens"]
         keep += ["temperature", "stop"]
         keep += ["base_url"] if self.kind == "http" else ["num_beams"]
+        if self.kind == "transformers" and self.quantize != "none":
+            keep += ["quantize"]
         return {k: getattr(self, k) for k in keep}
 
 
@@ -108,13 +116,20 @@ class LabelsConfig(_FromDict):
     """The LLM."""
     models: list[str] = field(default_factory=lambda: ["finetuned"])
     """SAEs (models) whose features are labeled."""
-    top_n: int = 5
+    top_n: int = 7
     """Top specialized features per model × layer."""
     compare_n: int = 1
     """Per layer, fine-tuned features the comparison marks new or changed (most
     specialized first); 0 or no comparison stage: none."""
     n_explain: int = 5
     """Top examples shown when writing a label."""
+    n_contrast: int = 2
+    """Near-misses shown when writing a label: contexts of the feature's top
+    tokens where it stays silent (similar negatives; the scorers leave them out)."""
+    n_lift_tokens: int = 5
+    """Tokens ranked by lift shown when writing a label."""
+    pattern_tokens: int = 3
+    """Tokens of the token-pattern label, the floor scored beside every label."""
     n_detect: int = 10
     """Held-out snippets per label for detection (half activating, half
     negatives), one yes/no question each."""
@@ -152,3 +167,7 @@ class LabelsConfig(_FromDict):
             )
         if min(self.n_explain, self.n_detect, self.n_fuzz) < 2:
             raise ConfigError("labels.n_explain, n_detect and n_fuzz must be >= 2")
+        if self.n_contrast < 0 or min(self.n_lift_tokens, self.pattern_tokens) < 1:
+            raise ConfigError(
+                "labels.n_contrast must be >= 0, n_lift_tokens and pattern_tokens >= 1"
+            )

@@ -166,7 +166,12 @@ class TransformersLabeler:
             raise ValueError(f"labeler model {self.cfg.model!r} has no chat template")
         self.device = pick_device(self.cfg.device)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
-        self._model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        if self.cfg.quantize == "int8":
+            if str(self.device) != "cpu":
+                raise ValueError("labels.labeler.quantize: int8 runs on the CPU only")
+            model = quantize_int8(model)
+        self._model = model
         log.info("labeler %s loaded in %.1f s", folder, time.perf_counter() - t0)
 
     def complete(self, prompts: Sequence[Messages]) -> list[Completion]:
@@ -244,17 +249,57 @@ class TransformersLabeler:
         return out
 
     def judge(self, prompts: Sequence[Messages]) -> list[Judgement]:
-        """P(yes) for every prompt from one batched forward pass. Prompts are
-        left-padded with explicit positions, so each reads as if alone, and only
-        the last position's logits are computed."""
-        import torch
+        """P(yes) for every prompt, read from the next-token distribution.
 
+        With `prefix_cache` (the default), consecutive prompts that share a
+        prefix of at least `MIN_PREFIX` tokens (one feature's questions about
+        one label: system turn, description, the start of the question) are one
+        group: the prefix is run once, its key/value cache is copied to every
+        question, and only the questions' own tokens (right-padded) run after
+        it. Otherwise one left-padded batch with explicit positions. Either
+        way each prompt reads as if alone, and only the last real position's
+        logits are computed."""
         if not prompts:
             return []
         if self._model is None:
             self._load()
         t0 = time.perf_counter()
         seqs = [self._ids(p) for p in prompts]
+        if self.cfg.prefix_cache:
+            groups = prefix_groups(seqs, MIN_PREFIX)
+        else:
+            groups = [(0, list(range(len(seqs))))]
+        yes_no = [None] * len(seqs)
+        for n_prefix, members in groups:
+            for lo in range(0, len(members), JUDGE_BATCH):
+                idx = members[lo : lo + JUDGE_BATCH]
+                got = self._yes_no([seqs[i] for i in idx], n_prefix)
+                for i, pair in zip(idx, got, strict=True):
+                    yes_no[i] = pair
+        each = (time.perf_counter() - t0) / len(seqs)
+        return [
+            Judgement(float(y / (y + n)), float(y + n), "logprobs", len(s), each)
+            for (y, n), s in zip(yes_no, seqs, strict=True)
+        ]
+
+    def _yes_no(self, seqs: list[list[int]], n_prefix: int) -> list[tuple]:
+        """(P(yes), P(no)) of the next token after each sequence; the first
+        `n_prefix` tokens, the same in all, run once (0: plain padded batch)."""
+
+        probs = (
+            self._last_probs_cached(seqs, n_prefix)
+            if n_prefix
+            else self._last_probs_padded(seqs)
+        )
+        answer = self.answer_ids()
+        yes = probs[:, answer["yes"]].sum(-1)
+        no = probs[:, answer["no"]].sum(-1)
+        return list(zip(yes.tolist(), no.tolist(), strict=True)) if len(seqs) else []
+
+    def _last_probs_padded(self, seqs: list[list[int]]):
+        """Next-token distributions [B, vocab]: one left-padded batch."""
+        import torch
+
         width = max(map(len, seqs))
         ids = torch.zeros(len(seqs), width, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -269,15 +314,104 @@ class TransformersLabeler:
                 position_ids=positions.to(self.device),
                 logits_to_keep=1,
             ).logits[:, -1]
-        probs = logits.float().softmax(-1).cpu()
-        answer = self.answer_ids()
-        yes = probs[:, answer["yes"]].sum(-1)
-        no = probs[:, answer["no"]].sum(-1)
-        each = (time.perf_counter() - t0) / len(seqs)
-        return [
-            Judgement(float(y / (y + n)), float(y + n), "logprobs", len(s), each)
-            for y, n, s in zip(yes, no, seqs, strict=True)
-        ]
+        return logits.float().softmax(-1).cpu()
+
+    def _last_probs_cached(self, seqs: list[list[int]], n_prefix: int):
+        """Next-token distributions [B, vocab]: the shared prefix once, its
+        key/value cache repeated over the batch, the suffixes right-padded (a
+        causal model never looks at the padding after a real token)."""
+        import copy
+
+        import torch
+
+        dev = self.device
+        prefix = torch.tensor([seqs[0][:n_prefix]], device=dev)
+        body = getattr(self._model, self._model.base_model_prefix)
+        head = self._model.get_output_embeddings()
+        with torch.no_grad():
+            # transformers 5.24 names the key/value cache `cache` (was
+            # past_key_values, deprecated).
+            past = body(input_ids=prefix, use_cache=True)["cache"]
+            rest = [s[n_prefix:] for s in seqs]
+            width = max(map(len, rest))
+            ids = torch.zeros(len(rest), width, dtype=torch.long)
+            mask = torch.zeros(len(rest), n_prefix + width, dtype=torch.long)
+            mask[:, :n_prefix] = 1
+            for i, s in enumerate(rest):
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, n_prefix : n_prefix + len(s)] = 1
+            cache = copy.deepcopy(past)
+            if len(rest) > 1:
+                cache.batch_repeat_interleave(len(rest))
+            positions = n_prefix + torch.arange(width).expand(len(rest), -1)
+            hidden = body(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=positions.to(dev),
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state  # (B, width, d)
+            last = torch.tensor([len(s) - 1 for s in rest], device=dev)
+            logits = head(hidden[torch.arange(len(rest), device=dev), last])
+        return logits.float().softmax(-1).cpu()
+
+
+MIN_PREFIX = 16
+"""Shortest shared prefix (tokens) worth a key/value cache of its own."""
+JUDGE_BATCH = 32
+"""Questions per forward pass (bounds the memory of the logits and the cache)."""
+
+
+def prefix_groups(
+    seqs: Sequence[Sequence[int]], min_prefix: int
+) -> list[tuple[int, list[int]]]:
+    """Consecutive sequences grouped while they share at least `min_prefix`
+    leading tokens: [(shared prefix length, indices)]. A sequence joins the
+    group before it when the tokens it saves (the common prefix) outweigh what
+    shortening the group's prefix costs its members; so questions about one
+    label stay together even where all share a system turn. The prefix always
+    leaves each sequence at least one token of its own; a group whose prefix is
+    shorter than `min_prefix` (a lone sequence, for one) gets 0: no cache."""
+    groups: list[tuple[int, list[int]]] = []
+    for i, s in enumerate(seqs):
+        if groups:
+            n, members = groups[-1]
+            first = seqs[members[0]]
+            common = _common_prefix(first, s, min(n, len(s) - 1))
+            worth = len(members) == 1 or len(members) * (n - common) <= common
+            if common >= min_prefix and worth:
+                groups[-1] = (common, [*members, i])
+                continue
+        groups.append((len(s) - 1, [i]))
+    return [(n if len(m) > 1 and n >= min_prefix else 0, m) for n, m in groups]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def quantize_int8(model):
+    """The model with every nn.Linear replaced by torch's dynamic int8 version
+    (weights int8 per tensor, activations quantised on the fly): less memory,
+    faster matrix products on an x86 CPU. The output head stays fp32 when it is
+    tied to the embeddings (quantising it would untie a shared weight)."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    head = model.get_output_embeddings()
+    tied = head is not None and (
+        head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    )
+    skip = {name for name, mod in model.named_modules() if tied and mod is head}
+    spec = {
+        name: torch.ao.quantization.default_dynamic_qconfig
+        for name, mod in model.named_modules()
+        if isinstance(mod, torch.nn.Linear) and name not in skip
+    }
+    return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def resolve_labeler_model(

@@ -1,18 +1,22 @@
 """Label SAE features with an LLM and score the labels, as EleutherAI's delphi does.
 
 For each chosen feature:
-1. explain: the labeler sees the tokens the feature fires on most (with counts)
-   and its top examples (split=explain) with those tokens marked <<like this>>,
-   after worked examples, and writes a short noun phrase; answers that are no
-   label (empty, cut off, an echo of the prompt, the same for many features)
-   are recorded as failed labels with the reason;
+1. explain: the labeler sees the tokens the feature fires on ranked by lift
+   (`saeflow.labels.patterns`), its top examples (split=explain) as short
+   windows with the firing tokens marked <<like this>>, and a few near-misses
+   (contexts of those tokens where it stays silent), after worked examples, and
+   writes a short noun phrase; answers that are no label (empty, cut off, an
+   echo of the prompt, the same for many features) are recorded as failed
+   labels with the reason;
 2. score: detection, fuzzing and embedding scores on held-out examples
    (split=score), see `saeflow.labels.scoring`. Detection and fuzzing ask one
    yes/no question per snippet and read P(yes) from the labeler's next-token
    distribution, a feature's questions in one batch.
 The same scores are computed in the same run for a random label (random words of
 the examples) and a shuffled label (another feature's), and `verdict` says with
-paired bootstrap intervals whether the labels beat them.
+paired bootstrap intervals whether the labels beat them. Every feature also gets
+a token-pattern label (its top tokens by lift, no LLM), scored the same way: the
+floor an LLM label has to beat, and what the viewer shows where it does not.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,14 @@ from tqdm import tqdm
 
 from saeflow.labels.config import TASKS, LabelsConfig, load_templates
 from saeflow.labels.labelers import AnswerCache, Labeler, cached_complete, cached_judge
+from saeflow.labels.patterns import (
+    Background,
+    background_of,
+    corpus_background,
+    describe_lifts,
+    lift_ranking,
+    pattern_label,
+)
 from saeflow.labels.prompts import (
     clean_label,
     explain_input,
@@ -52,7 +65,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TASKS", "load_templates", "label_features", "make_labels", "verdict"]
 
-LABEL_KINDS = ("label", "random_label", "shuffled_label")
+LABEL_KINDS = ("label", "random_label", "shuffled_label", "pattern_label")
+BASELINES = ("random_label", "shuffled_label")
 
 
 def _col(kind: str, scorer: str) -> str:
@@ -126,25 +140,40 @@ def label_features(
     templates: dict[str, str],
     cfg: LabelsConfig,
     embedder: Embedder,
+    background: Background | None = None,
 ) -> pd.DataFrame:
     """Label and score every row of `chosen` (see `select_features`); one output
-    row per feature with label, scores, baselines, answers and cost."""
+    row per feature with label, token-pattern label, scores, baselines, answers
+    and cost. `background`: the corpus' token frequencies for the lift ranking
+    (default: those of all the examples given)."""
     rng = np.random.default_rng(cfg.seed)
+    if background is None:
+        background = background_of(t for e in examples.values() for t in e.tokens)
     ex = [examples[(r.model, r.layer)] for r in chosen.itertuples()]
     ex = [e[e["feature"] == f] for e, f in zip(ex, chosen["feature"], strict=True)]
     rows = [_empty_row(r) for r in chosen.itertuples()]
+    lifts = [lift_ranking(e, background, cfg.n_lift_tokens) for e in ex]
+    patterns = [pattern_label(lift, cfg.pattern_tokens) for lift in lifts]
+    for row, lift, pattern in zip(rows, lifts, patterns, strict=True):
+        row["pattern_label"] = pattern
+        row["lift_tokens"] = describe_lifts(lift)
     t0 = time.perf_counter()
-    _explain(rows, ex, labeler, cache, templates, cfg)
+    shown = _explain(rows, ex, lifts, labeler, cache, templates, cfg)
+    # Near-misses the labeler saw are no held-out snippets.
+    ex = [e.drop(index=rows_shown) for e, rows_shown in zip(ex, shown, strict=True)]
     labels = [r["label"] for r in rows]
     ok = [i for i, label in enumerate(labels) if label is not None]
     shuffled = _derangement(ok, rng)
-    for i in tqdm(ok, desc="labels: scoring", unit="feature"):
-        which = {"label": labels[i]}
-        if cfg.baselines:
+    scored = [i for i in range(len(rows)) if labels[i] or patterns[i]]
+    for i in tqdm(scored, desc="labels: scoring", unit="feature"):
+        which = {"label": labels[i]} if labels[i] else {}
+        if cfg.baselines and labels[i]:
             which["random_label"] = random_label(ex[i], rng)
             if shuffled.get(i) is not None:
                 which["shuffled_label"] = labels[shuffled[i]]
         rows[i].update({f"{k}_text": v for k, v in which.items() if k != "label"})
+        if patterns[i]:
+            which["pattern_label"] = patterns[i]
         # Built whatever `scorers` says, so the random draws stay the same.
         tasks = {
             "detection": detection_task(ex[i], cfg.n_detect, rng),
@@ -156,15 +185,24 @@ def label_features(
         if "embedding" in cfg.scorers:
             _embed(rows[i], which, embedding_task(ex[i]), embedder)
     log.info("labeled %d features in %.1f s", len(rows), time.perf_counter() - t0)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df["shown_label"], df["shown_label_source"] = shown_labels(df)
+    return df
 
 
-def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
-    """Ask for every feature's label; set label or fail_reason in `rows`."""
-    inputs = [explain_input(e, cfg.n_explain) for e in ex]
+def _explain(rows, ex, lifts, labeler, cache, templates, cfg) -> list[list]:
+    """Ask for every feature's label; set label or fail_reason in `rows`.
+    Returns the index labels of the near-misses each prompt showed."""
+    inputs = [
+        explain_input(e, cfg.n_explain, [t.token for t in lift], cfg.n_contrast)
+        for e, lift in zip(ex, lifts, strict=True)
+    ]
     prompts = [
         render_prompt(
-            templates["explain"], examples=" | ".join(x.snippets), tokens=x.tokens
+            templates["explain"],
+            examples=" | ".join(x.snippets),
+            tokens=x.tokens,
+            contrast=" | ".join(x.contrast) or "(none)",
         )
         for x in inputs
     ]
@@ -176,6 +214,7 @@ def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
     for row, x, c, p in zip(rows, inputs, answers, prompts, strict=True):
         row.update(
             explain_examples=json.dumps(x.snippets),
+            explain_contrast=json.dumps(x.contrast),
             explain_tokens=x.tokens,
             explain_prompt=_j(p),
             explain_answer=c.text,
@@ -200,6 +239,7 @@ def _explain(rows, ex, labeler, cache, templates, cfg) -> None:
         if row["label"] and row["label"].lower() in repeated:
             n = counts[row["label"].lower()]
             row["label"], row["fail_reason"] = None, f"same label for {n} features"
+    return [x.contrast_rows for x in inputs]
 
 
 def _judge(row, which, tasks, labeler, cache, templates) -> None:
@@ -270,6 +310,8 @@ def _empty_row(r) -> dict:
         "source": r.source,
         "specialization": float(r.specialization),
         "label": None,
+        "pattern_label": None,
+        "lift_tokens": "",
         "label_raw": None,
         "fail_reason": None,
         "explain_seconds": 0.0,
@@ -290,8 +332,9 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
     """Do labels beat the baselines? Per scorer: median AUROC of real, random and
     shuffled labels; per scorer and baseline, the mean paired AUROC difference
     over features with a bootstrap 95 % interval, `better` only when the interval
-    lies above 0. Also how many labels are distinct and why labels failed.
-    `statement` says it all in plain sentences."""
+    lies above 0; the same against the token-pattern label (`llm_vs_pattern`,
+    `llm_beats_pattern_on`). Also how many labels are distinct and why labels
+    failed. `statement` says it all in plain sentences."""
     rng = np.random.default_rng(seed)
     labels = df["label"].dropna()
     out: dict = {
@@ -304,6 +347,7 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
         "fail_reasons": _reasons(df["fail_reason"].dropna()),
         "median_auroc": {},
         "comparisons": [],
+        "llm_vs_pattern": [],
     }
     lines = [
         f"{out['n_labeled']} of {len(df)} features got a label "
@@ -313,10 +357,17 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
         out["median_auroc"][scorer] = {
             kind: _median(df, f"{_col(kind, scorer)}_auroc") for kind in LABEL_KINDS
         }
-        for base in LABEL_KINDS[1:]:
+        for base in BASELINES:
             item = _compare(df, scorer, base, rng, n_boot)
             out["comparisons"].append(item)
             lines.append(item.pop("line"))
+    for scorer in SCORERS:
+        item = _compare(df, scorer, "pattern_label", rng, n_boot)
+        out["llm_vs_pattern"].append(item)
+        lines.append(item.pop("line"))
+    out["llm_beats_pattern_on"] = [
+        c["scorer"] for c in out["llm_vs_pattern"] if c["better"]
+    ]
     beats = {
         s: all(c["better"] for c in out["comparisons"] if c["scorer"] == s)
         for s in SCORERS
@@ -333,12 +384,14 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
 
 
 def _compare(df, scorer, base, rng, n_boot) -> dict:
-    a = df.get(f"{scorer}_auroc", pd.Series(dtype=float)).to_numpy(float)
-    b = df.get(f"{_col(base, scorer)}_auroc", pd.Series(dtype=float)).to_numpy(float)
+    missing = pd.Series(np.nan, index=df.index)
+    a = df.get(f"{scorer}_auroc", missing).to_numpy(float)
+    b = df.get(f"{_col(base, scorer)}_auroc", missing).to_numpy(float)
     both = ~np.isnan(a) & ~np.isnan(b)
     d = a[both] - b[both]
     item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
-    name = base.replace("_", " ")
+    pattern = base == "pattern_label"
+    name = "token-pattern label" if pattern else base.replace("_", " ") + " baseline"
     if len(d) == 0:
         item["line"] = f"{scorer} vs {name}: nothing to compare."
         return item
@@ -353,7 +406,7 @@ def _compare(df, scorer, base, rng, n_boot) -> dict:
     )
     word = "BETTER than" if lo > 0 else "NO BETTER than"
     item["line"] = (
-        f"{scorer}: labels are {word} the {name} baseline (AUROC "
+        f"{scorer}: {'LLM ' if pattern else ''}labels are {word} the {name} (AUROC "
         f"{a[both].mean():.2f} vs {b[both].mean():.2f}, difference 95% CI "
         f"[{lo:.2f}, {hi:.2f}], {len(d)} features)."
     )
@@ -385,6 +438,10 @@ CLEAN_COLUMNS = [
     "label_ok",
     "fail_reason",
     *SCORE_COLUMNS,
+    "pattern_label",
+    "lift_tokens",
+    "shown_label",
+    "shown_label_source",
     "explain_seconds",
     "judge_seconds",
     "embedding_seconds",
@@ -411,14 +468,19 @@ def make_labels(
     prepared_model: str | Path | None = None,
     corpus: str | Path | None = None,
     figure_out: str | Path | None = None,
+    token_caches: Sequence[str | Path] = (),
 ) -> None:
     """Rule label_features: choose, label and score features; write the tables.
     With the domain `corpus` and its event families (the synthetic headlines),
-    each feature also gets its family, purity and whether the label names it."""
+    each feature also gets its family, purity and whether the label names it.
+    `token_caches`: activation caches whose token ids give the corpus' token
+    frequencies for the lift ranking (none: those of the examples)."""
     from saeflow.examples.collect import load_examples
     from saeflow.labels.labelers import make_labeler
     from saeflow.workflow.io import write_csv, write_json
 
+    t_start = time.perf_counter()
+    background = corpus_background(token_caches) if token_caches else None
     chosen = select_features(spec, matches, cfg)
     log.info("labeling %d features: %s", len(chosen), chosen.to_dict("records"))
     ex = {
@@ -431,7 +493,7 @@ def make_labels(
     cache = AnswerCache(cache_dir / "answers")
     t0 = time.perf_counter()
     df = label_features(
-        chosen, ex, labeler, cache, templates, cfg, Embedder(cfg.embedder)
+        chosen, ex, labeler, cache, templates, cfg, Embedder(cfg.embedder), background
     )
     df["label_ok"] = df["label"].notna()
     # One number per label (the viewer's "label score"): mean AUROC of the three
@@ -454,9 +516,20 @@ def make_labels(
     )
     summary.update(
         seconds=time.perf_counter() - t0,
+        seconds_stage=time.perf_counter() - t_start,
         seconds_per_feature=float(df["seconds"].mean()) if len(df) else 0.0,
+        peak_rss_mb=_peak_rss_mb(),
         labeler=labeler.identity(),
         embedder=cfg.embedder,
+    )
+    summary["done_criteria"] = done_criteria(summary)
+    failed = [k for k, v in summary["done_criteria"].items() if not v["met"]]
+    summary["statement"] += (
+        " Issue #20's criteria: all met."
+        if not failed
+        else " Issue #20's criteria NOT met: "
+        + "; ".join(summary["done_criteria"][k]["says"] for k in failed)
+        + "."
     )
     log.info("labels: %s", summary["statement"])
     write_json(summary, summary_out)
@@ -464,6 +537,91 @@ def make_labels(
         from saeflow.labels.plots import plot_label_scores
 
         plot_label_scores(df, SCORERS, figure_out)
+
+
+def shown_labels(df: pd.DataFrame) -> tuple[list, list]:
+    """What the viewer shows per feature: the LLM label where its mean AUROC
+    over the scorers is at least the token-pattern label's, the token pattern
+    otherwise (and where there is no LLM label). Returns (text, "llm" |
+    "pattern" | None)."""
+
+    def mean_auroc(kind: str) -> pd.Series:
+        cols = [f"{_col(kind, s)}_auroc" for s in SCORERS]
+        return df[[c for c in cols if c in df]].mean(axis=1)
+
+    llm, pattern = mean_auroc("label"), mean_auroc("pattern_label")
+    text, source = [], []
+    for i, r in enumerate(df.itertuples()):
+        wins = isinstance(r.label, str) and not (llm.iloc[i] < pattern.iloc[i])
+        if wins:
+            text.append(r.label)
+            source.append("llm")
+        elif isinstance(r.pattern_label, str):
+            text.append(r.pattern_label)
+            source.append("pattern")
+        else:
+            text.append(None)
+            source.append(None)
+    return text, source
+
+
+DONE = {"n_labeled": 20, "seconds_stage": 360.0, "naming_rate": 0.5}
+"""Issue #20's bar for the default run."""
+
+
+def done_criteria(summary: dict) -> dict:
+    """Issue #20's criteria, each with its figure, whether it is met, and a
+    sentence that says it."""
+    out = {}
+    n = summary["n_labeled"]
+    out["labelled"] = _crit(n >= DONE["n_labeled"], f"{n} features labelled (bar 20)")
+    sec = summary.get("seconds_stage", np.nan)
+    out["stage_time"] = _crit(
+        sec <= DONE["seconds_stage"], f"labels stage {sec:.0f} s (bar 360 s)"
+    )
+    truth = summary.get("ground_truth")
+    if isinstance(truth, dict) and truth["n_features_with_a_family"]:
+        rate, n_fam = truth["label_naming_rate"], truth["n_features_with_a_family"]
+        out["names_family"] = _crit(
+            rate >= DONE["naming_rate"],
+            f"labels name the family of {truth['labels_naming_family']} of {n_fam} "
+            f"features with purity >= {truth['min_purity']} ({rate:.0%}, bar 50 %;"
+            f" shuffled labels {truth['shuffled_label_naming_rate']:.0%})",
+        )
+    emb = next(
+        (
+            c
+            for c in summary["comparisons"]
+            if c["scorer"] == "embedding" and c["baseline"] == "shuffled_label"
+        ),
+        None,
+    )
+    if emb and "ci95" in emb:
+        lo, hi = emb["ci95"]
+        out["embedding_beats_shuffled"] = _crit(
+            emb["better"],
+            f"embedding label minus shuffled label {emb['diff_mean']:+.2f} "
+            f"[{lo:+.2f}, {hi:+.2f}] (bar: interval above 0)",
+        )
+    beats = summary.get("llm_beats_pattern_on", [])
+    out["llm_beats_pattern"] = _crit(
+        bool(beats),
+        "the LLM label beats the token-pattern label on "
+        + (", ".join(beats) if beats else "no scorer")
+        + " (bar: at least one)",
+    )
+    return out
+
+
+def _crit(met, says: str) -> dict:
+    return {"met": bool(met), "says": says}
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _is(chosen: pd.DataFrame, key: tuple[str, int]) -> pd.Series:

@@ -88,21 +88,54 @@ class ExplainInput(NamedTuple):
     """What the explanation prompt shows of one feature."""
 
     snippets: list[str]
-    """The strongest top examples (split=explain), strong tokens marked."""
+    """The strongest top examples (split=explain), each a short window around
+    its peak with the strong tokens marked."""
     tokens: str
-    """Peak tokens with counts over all top examples (`firing_tokens`)."""
+    """Its tokens ranked by lift, most specific first ("dividend, payout")."""
+    contrast: list[str]
+    """Near-misses: contexts of its top tokens where it stays silent
+    (negative_similar examples), unmarked."""
+    contrast_rows: list[int]
+    """Index labels (in the examples table) of the near-misses shown: the
+    scorers leave them out."""
 
 
-def explain_input(examples: pd.DataFrame, n: int, n_tokens: int = 5) -> ExplainInput:
-    """The n strongest top examples of a feature (tokens at half the peak
-    activation or more marked) and its most frequent peak tokens."""
+def explain_input(
+    examples: pd.DataFrame,
+    n: int,
+    tokens: Sequence[str],
+    n_contrast: int = 2,
+    before: int = 8,
+    after: int = 3,
+) -> ExplainInput:
+    """The n strongest top examples of a feature as windows of `before` tokens
+    before the peak and `after` after it (tokens at half the peak or more
+    marked), its `tokens` (ranked by lift, `saeflow.labels.patterns`), and
+    `n_contrast` near-misses (similar negatives, windows as wide)."""
     top = examples[examples["split"] == "explain"]
     strongest = top.nlargest(n, "activation")
     snippets = [
-        render_tokens(t, strong_tokens(a))
-        for t, a in zip(strongest.tokens, strongest.acts, strict=True)
+        _window(t, strong_tokens(a), int(p), before, after)
+        for t, a, p in zip(
+            strongest.tokens, strongest.acts, strongest.peak, strict=True
+        )
     ]
-    return ExplainInput(snippets, firing_tokens(top, n_tokens))
+    near = examples[examples["kind"] == "negative_similar"].head(n_contrast)
+    contrast = [
+        _window(t, [False] * len(t), int(p), before, after)
+        for t, p in zip(near.tokens, near.peak, strict=True)
+    ]
+    return ExplainInput(snippets, ", ".join(tokens), contrast, list(near.index))
+
+
+def _window(tokens, marks, peak: int, before: int, after: int) -> str:
+    """Tokens peak-before .. peak+after rendered, WordPiece pieces kept whole."""
+    lo, hi = max(0, peak - before), min(len(tokens), peak + after + 1)
+    while lo > 0 and str(tokens[lo]).startswith("##"):
+        lo -= 1
+    while hi < len(tokens) and str(tokens[hi]).startswith("##"):
+        hi += 1
+    return render_tokens(list(tokens[lo:hi]), list(marks[lo:hi]))
 
 
 def strong_tokens(acts: Sequence[float], share: float = 0.5) -> np.ndarray:

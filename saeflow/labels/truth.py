@@ -86,24 +86,44 @@ def add_truth(
     out["label_names_event"] = [
         names_event(lab, f) for lab, f in zip(out["label"], fams, strict=True)
     ]
-    shuffled = out.get("shuffled_label_text", pd.Series(None, index=out.index))
-    out["shuffled_label_names_event"] = [
-        names_event(lab, f) for lab, f in zip(shuffled, fams, strict=True)
-    ]
+    for kind in ("shuffled_label", "pattern_label"):
+        col = kind if kind in out else f"{kind}_text"
+        other = out.get(col, pd.Series(None, index=out.index))
+        out[f"{kind}_names_event"] = [
+            names_event(lab, f) for lab, f in zip(other, fams, strict=True)
+        ]
+    if "shown_label" in out:
+        out["shown_label_names_event"] = [
+            names_event(lab, f) for lab, f in zip(out["shown_label"], fams, strict=True)
+        ]
     return out
 
 
-def truth_summary(df: pd.DataFrame, min_purity: float = 0.5) -> dict:
-    """Among labelled features whose top examples are at least `min_purity` one
-    family: how many labels name it, against shuffled labels."""
-    pure = df[df["label"].notna() & (df["event_purity"] >= min_purity)]
-    return {
+def truth_summary(df: pd.DataFrame, min_purity: float = 0.7) -> dict:
+    """Among all chosen features whose top examples are at least `min_purity`
+    one family (a feature without an LLM label counts as not named): how many
+    LLM labels name it, against the shuffled labels, the token-pattern labels
+    and what the viewer shows; rates of those features."""
+    pure = df[df["event_purity"] >= min_purity]
+    n = len(pure)
+
+    def named(col: str) -> int:
+        return int(pure[col].sum()) if col in pure else 0
+
+    out = {
         "min_purity": min_purity,
-        "n_features_with_a_family": len(pure),
+        "n_features_with_a_family": n,
+        "n_labelled_with_a_family": int(pure["label"].notna().sum()),
         "median_purity": float(df["event_purity"].median()) if len(df) else np.nan,
-        "labels_naming_family": int(pure["label_names_event"].sum()),
-        "shuffled_labels_naming_family": int(pure["shuffled_label_names_event"].sum()),
+        "labels_naming_family": named("label_names_event"),
+        "shuffled_labels_naming_family": named("shuffled_label_names_event"),
+        "pattern_labels_naming_family": named("pattern_label_names_event"),
+        "shown_labels_naming_family": named("shown_label_names_event"),
         "families": {
             str(k): int(v) for k, v in pure["top_event"].value_counts().items()
         },
     }
+    for kind in ("label", "shuffled_label", "pattern_label", "shown_label"):
+        key = "labels" if kind == "label" else f"{kind}s"
+        out[f"{kind}_naming_rate"] = out[f"{key}_naming_family"] / n if n else np.nan
+    return out

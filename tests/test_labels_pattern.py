@@ -1,0 +1,181 @@
+"""The judge's prefix key/value cache, lift ranking, the token-pattern label, int8
+quantisation and the checksum refusal of a corrupted labeler file (issue #20)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saeflow.examples.collect import EXAMPLE_COLUMNS
+from saeflow.labels.config import LabelerConfig, load_templates
+from saeflow.labels.labelers import (
+    TransformersLabeler,
+    assemble_gguf_parts,
+    prefix_groups,
+)
+from saeflow.labels.patterns import (
+    Background,
+    describe_lifts,
+    lift_ranking,
+    pattern_label,
+)
+from saeflow.labels.prompts import render_prompt
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = load_templates(ROOT / "prompts")
+
+
+def labeler(path: Path, **kw) -> TransformersLabeler:
+    cfg = LabelerConfig(model=str(path), gguf_file=None, device="cpu", **kw)
+    return TransformersLabeler(cfg)
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny random Llama with a chat template and single-token Yes/No."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("chat_model")
+    shutil.copytree(tiny_llama, out, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    tok.add_tokens(["Yes", "No"])
+    tok.save_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.save_pretrained(out)
+    return out
+
+
+def judge_prompts() -> list:
+    """Questions as a feature asks them: per label and task, many snippets of
+    different lengths after one shared description."""
+    snippets = [
+        "acme profit beats estimates",
+        "river",
+        "shares of acme jump after a long quarter of profit",
+        "flows to sea",
+        "acme",
+    ]
+    labels = ["quarterly profit and earnings beats", "rivers", "a b"]
+    return [
+        render_prompt(TEMPLATES[task], label=label, snippet=s)
+        for label in labels
+        for task in ("detection", "fuzzing")
+        for s in snippets
+    ]
+
+
+def test_prefix_cached_judge_matches_the_uncached_one(chat_model):
+    prompts = judge_prompts()
+    plain = labeler(chat_model, prefix_cache=False).judge(prompts)
+    cached_lab = labeler(chat_model, prefix_cache=True)
+    cached = cached_lab.judge(prompts)
+    seqs = [cached_lab._ids(p) for p in prompts]
+    groups = prefix_groups(seqs, 16)
+    # The cache is really used: one group per (label, task), long prefixes.
+    assert len(groups) == 6 and all(n >= 16 for n, _ in groups)
+    for a, b in zip(plain, cached, strict=True):
+        assert b.p_yes == pytest.approx(a.p_yes, abs=1e-5)
+        assert b.mass == pytest.approx(a.mass, abs=1e-5)
+    # Unequal answers are possible: the model is not indifferent to the text.
+    assert np.ptp([j.p_yes for j in cached]) > 1e-4
+
+
+def test_prefix_groups_split_where_prompts_diverge_early():
+    a = list(range(30))
+    b = [*range(20), 99, 98]
+    c = [7, *range(30)]
+    assert prefix_groups([a, b, c], 16) == [(20, [0, 1]), (0, [2])]
+    # A prompt that is another's prefix still keeps a token of its own.
+    assert prefix_groups([a, a[:18]], 16) == [(17, [0, 1])]
+    assert prefix_groups([a, b], 25) == [(0, [0]), (0, [1])]
+
+
+def test_int8_labeler_judges_close_to_fp32_and_says_so_in_its_identity(chat_model):
+    prompts = judge_prompts()[:5]
+    fp32 = labeler(chat_model).judge(prompts)
+    q = labeler(chat_model, quantize="int8")
+    int8 = q.judge(prompts)
+    import torch
+
+    assert any(
+        isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q._model.modules()
+    )
+    assert q.identity()["quantize"] == "int8"
+    assert "quantize" not in labeler(chat_model).identity()
+    diff = [abs(a.p_yes - b.p_yes) for a, b in zip(fp32, int8, strict=True)]
+    assert max(diff) < 0.05
+
+
+def planted_examples() -> tuple[pd.DataFrame, Background]:
+    """A feature that fires on "dividend" in 6 of 10 top examples and on "the"
+    in all 10 (more often), where "the" is 500 times more common in the corpus."""
+    rows = []
+    for i in range(10):
+        tokens = ["the", "board", "raised", "the", "dividend" if i < 6 else "pay"]
+        acts = [2.0, 0.0, 0.0, 2.0, 3.0 if i < 6 else 0.1]
+        if i == 9:
+            tokens[1], acts[1] = "zyzzyva", 3.0  # once: no support
+        rows.append(
+            [0, "top", "explain", "domain", f"d{i}", i, tokens, acts, 4, 3.0, None]
+        )
+    ex = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+    bg = Background({"the": 50_000, "dividend": 100, "board": 500}, 1_000_000)
+    return ex, bg
+
+
+def test_lift_ranks_the_selective_token_above_the_frequent_one():
+    ex, bg = planted_examples()
+    lifts = lift_ranking(ex, bg, n=5)
+    assert [t.token for t in lifts] == ["dividend", "the"]
+    the, dividend = lifts[1], lifts[0]
+    # "the" is the more frequent strong token, "dividend" the more selective.
+    assert the.share > dividend.share
+    assert dividend.n_examples == 6 and the.n_examples == 10
+    assert dividend.lift == pytest.approx(
+        dividend.share / ((100 + 1) / (1_000_000 + 3))
+    )
+    assert describe_lifts(lifts).startswith("dividend (")
+
+
+def test_pattern_label_joins_the_top_tokens_by_lift():
+    ex, bg = planted_examples()
+    assert pattern_label(lift_ranking(ex, bg)) == "dividend / the"
+    assert pattern_label(lift_ranking(ex, bg), k=1) == "dividend"
+    silent = ex.assign(acts=[[0.0] * 5] * len(ex))
+    assert pattern_label(lift_ranking(silent, bg)) is None
+
+
+def test_a_corrupted_model_file_is_refused(tmp_path):
+    """One flipped byte in one part of a model: the checksum refuses it and
+    nothing is left behind to load."""
+    data = [b"GGUF" + bytes(range(256)) * 8, b"weights" * 300]
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for p, d in zip(parts, data, strict=True):
+        p.write_bytes(d)
+    good = hashlib.sha256(b"".join(data)).hexdigest()
+    bad = bytearray(data[1])
+    bad[100] ^= 1
+    parts[1].write_bytes(bytes(bad))
+    out = tmp_path / "m" / "model.gguf"
+    with pytest.raises(ValueError, match="refusing"):
+        assemble_gguf_parts(parts, good, out)
+    assert not out.exists() and not list(out.parent.iterdir())
+    # A cached file that was corrupted after assembly is not trusted either.
+    parts[1].write_bytes(data[1])
+    assemble_gguf_parts(parts, good, out)
+    raw = bytearray(out.read_bytes())
+    raw[5] ^= 1
+    out.write_bytes(bytes(raw))
+    assemble_gguf_parts(parts, good, out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == good
+    json.dumps(good)
