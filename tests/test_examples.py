@@ -11,6 +11,7 @@ from saeflow.examples.collect import (
     EXAMPLE_COLUMNS,
     ExampleConfig,
     collect_examples,
+    iter_examples,
     load_examples,
     make_examples,
     open_corpus,
@@ -169,6 +170,26 @@ def test_make_examples_writes_the_documented_table(setup, bert_tokenizer_dir):
     make_examples(tmp / "sae", acts, str(bert_tokenizer_dir), CFG, 0, "cpu", again)
     pd.testing.assert_frame_equal(df, load_examples(again))  # deterministic
     assert set(load_examples(out, features=[2, 5]).feature) == {2, 5}
+
+
+def test_feature_blocks_give_the_one_pass_table(setup):
+    _, sae, corpora, tok, df = setup
+    blocks = list(iter_examples(sae, corpora, tok, CFG, seed=0, block=5))
+    assert [sorted(set(b.feature)) for b in blocks][0] == [0, 1, 2, 3, 4]
+    pd.testing.assert_frame_equal(pd.concat(blocks, ignore_index=True), df)
+
+
+def test_similar_pool_draws_a_bounded_sample(setup, monkeypatch):
+    from saeflow.examples import collect
+
+    _, _, corpora, _, _ = setup
+    rows = collect._stack_rows(corpora)
+    wanted = np.array([1003, 1011])
+    every = collect._similar_pool(rows, wanted, np.random.default_rng(0))
+    assert sorted(every) == sorted(np.flatnonzero(np.isin(rows.token_id, wanted)))
+    monkeypatch.setattr(collect, "SIMILAR_POOL", 5)
+    some = collect._similar_pool(rows, wanted, np.random.default_rng(0))
+    assert len(some) == len(set(some)) == 5 and set(some) <= set(every)
 
 
 def test_cache_without_token_ids_is_named(tmp_path):

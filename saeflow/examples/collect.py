@@ -6,8 +6,14 @@ documents with the highest peak activation (one example per document, so a long
 document cannot fill the list) and (b) a uniform reservoir of active occurrences
 (bottom-`reservoir` random keys), both merged per batch with sorts over
 (feature, value, row) triples: memory is O(M · (n_top + reservoir)).
-Between the passes examples are chosen; pass 2 encodes the tokens again and reads
-off each example window's per-token activation of its feature.
+Pass 1 also writes every row's code to memory-mapped files (on disk, N · k · 8
+bytes). Examples are then chosen, cut and tabled `FEATURE_BLOCK` features at a
+time, reading each window's per-token activation of its feature off those files,
+and `make_examples` writes each block's rows as they come: memory stays bounded
+at any M (before, every feature's candidates and windows were held at once: 2.4 GB
+peak at M = 6,144 on 4 k tokens). "Similar" negatives draw their candidates from at
+most `SIMILAR_POOL` occurrences of the feature's peak tokens, so choosing them
+costs O(M), not O(M · N), on a large corpus.
 
 Examples used to write a label (`split="explain"`: the top contexts) never share a
 document with those used to score it (`split="score"`: quantile samples and
@@ -50,6 +56,12 @@ EXAMPLE_COLUMNS = [
     "quantile",
 ]
 
+FEATURE_BLOCK = 2048
+"""Features whose examples are chosen, cut and written together."""
+SIMILAR_POOL = 1 << 16
+"""Occurrences of a feature's peak tokens drawn as similar-negative candidates
+(all of them when fewer)."""
+
 
 class Corpus(NamedTuple):
     """One activation cache and the per-row metadata needed to cut windows."""
@@ -85,6 +97,31 @@ def open_corpus(name: str, path: str | Path) -> Corpus:
     seg = np.cumsum(new) - 1
     stops = np.r_[starts[1:], n]
     return Corpus(name, Path(path), doc, starts[seg], stops[seg], token_id, doc_ids)
+
+
+class _Rows(NamedTuple):
+    """Per-row columns of all corpora stacked in global row order."""
+
+    docs: np.ndarray  # [N] int64 document number unique across corpora
+    token_id: np.ndarray  # [N] token id
+    by_token: np.ndarray  # [N] rows sorted by token id (stable)
+    sorted_tokens: np.ndarray  # [N] token_id[by_token]
+    seg_start: np.ndarray  # [N] global first row of the row's segment
+    seg_stop: np.ndarray  # [N] one past its last row
+
+
+def _stack_rows(corpora: Sequence[Corpus]) -> _Rows:
+    offsets = _offsets(corpora)
+    token_id = np.concatenate([c.token_id for c in corpora])
+    by_token = np.argsort(token_id, kind="stable")
+    return _Rows(
+        _global_docs(corpora),
+        token_id,
+        by_token,
+        token_id[by_token],
+        np.concatenate([c.seg_start + offsets[i] for i, c in enumerate(corpora)]),
+        np.concatenate([c.seg_stop + offsets[i] for i, c in enumerate(corpora)]),
+    )
 
 
 def _encode_batches(
@@ -236,20 +273,18 @@ def _global_docs(corpora: Sequence[Corpus]) -> np.ndarray:
 def _choose(
     top: _TopBuffer,
     res: _Reservoir,
-    corpora: Sequence[Corpus],
+    rows: _Rows,
     cfg: ExampleConfig,
-    m: int,
-    seed: int,
+    features: range,
+    rng: np.random.Generator,
 ) -> _Chosen:
-    """Pick quantile samples and negative candidates, keeping scoring documents
-    apart from the top (explaining) documents of the same feature."""
-    rng = np.random.default_rng([seed, 2])
-    docs = _global_docs(corpora)
-    token_id = np.concatenate([c.token_id for c in corpora])
-    by_token = np.argsort(token_id, kind="stable")
-    sorted_tokens = token_id[by_token]
-    top_lo = np.searchsorted(top.feat, np.arange(m + 1))
-    res_lo = np.searchsorted(res.feat, np.arange(m + 1))
+    """Pick quantile samples and negative candidates of `features` (consecutive),
+    keeping scoring documents apart from the top (explaining) documents of the
+    same feature. `rng` is shared by consecutive blocks: the draws are those of
+    one pass over all features."""
+    docs, token_id = rows.docs, rows.token_id
+    top_lo = np.searchsorted(top.feat, np.arange(features.start, features.stop + 1))
+    res_lo = np.searchsorted(res.feat, np.arange(features.start, features.stop + 1))
     out: dict[str, list] = {"feature": [], "kind": [], "row": [], "quantile": []}
 
     def emit(f: int, kind: str, rows, quantile) -> None:
@@ -258,11 +293,11 @@ def _choose(
         out["row"] += list(rows)
         out["quantile"] += list(np.broadcast_to(quantile, len(rows)))
 
-    for f in range(m):
-        t_rows = top.row[top_lo[f] : top_lo[f + 1]]
+    for i, f in enumerate(features):
+        t_rows = top.row[top_lo[i] : top_lo[i + 1]]
         emit(f, "top", t_rows, np.nan)
         used = set(docs[t_rows].tolist())
-        r = slice(res_lo[f], res_lo[f + 1])
+        r = slice(res_lo[i], res_lo[i + 1])
         q_rows, q = _quantile_sample(res.val[r], res.row[r], docs, used, cfg)
         emit(f, "quantile", q_rows, q)
         cand = rng.integers(0, len(docs), 4 * cfg.n_negative_random + 8)
@@ -270,9 +305,7 @@ def _choose(
         if len(t_rows) and cfg.n_negative_similar:
             ids, counts = np.unique(token_id[t_rows], return_counts=True)
             wanted = ids[np.argsort(-counts, kind="stable")[:3]]
-            lo = np.searchsorted(sorted_tokens, wanted)
-            hi = np.searchsorted(sorted_tokens, wanted, side="right")
-            pool = np.concatenate([by_token[a:b] for a, b in zip(lo, hi, strict=True)])
+            pool = _similar_pool(rows, wanted, rng)
             pool = rng.permutation(_other_docs(pool, docs, used))
             emit(f, "negative_similar", pool[: 10 * cfg.n_negative_similar], np.nan)
     return _Chosen(
@@ -281,6 +314,22 @@ def _choose(
         np.asarray(out["row"], np.int64),
         np.asarray(out["quantile"], np.float64),
     )
+
+
+def _similar_pool(
+    rows: _Rows, wanted: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Rows holding one of the `wanted` token ids: all of them, or a uniform
+    draw of SIMILAR_POOL when there are more (a frequent token on a big corpus)."""
+    lo = np.searchsorted(rows.sorted_tokens, wanted)
+    hi = np.searchsorted(rows.sorted_tokens, wanted, side="right")
+    total = int((hi - lo).sum())
+    if total <= SIMILAR_POOL:
+        return np.concatenate([rows.by_token[a:b] for a, b in zip(lo, hi, strict=True)])
+    pick = np.sort(rng.choice(total, SIMILAR_POOL, replace=False))
+    ends = np.cumsum(hi - lo)
+    which = np.searchsorted(ends, pick, side="right")
+    return rows.by_token[lo[which] + pick - (ends[which] - (hi - lo)[which])]
 
 
 def _other_docs(rows: np.ndarray, docs: np.ndarray, used: set[int]) -> np.ndarray:
@@ -321,17 +370,10 @@ class _Windows(NamedTuple):
     acts: list[np.ndarray]  # per example: feature activation per window token
 
 
-def _windows(
-    code: _Code, corpora: Sequence[Corpus], chosen: _Chosen, cfg: ExampleConfig
-) -> _Windows:
+def _windows(code: _Code, rows: _Rows, chosen: _Chosen, cfg: ExampleConfig) -> _Windows:
     """Each chosen example's window and its feature's activation on every token."""
-    offsets = _offsets(corpora)
-    seg_start = np.concatenate(
-        [c.seg_start + offsets[i] for i, c in enumerate(corpora)]
-    )
-    seg_stop = np.concatenate([c.seg_stop + offsets[i] for i, c in enumerate(corpora)])
-    start = np.maximum(chosen.row - cfg.before, seg_start[chosen.row])
-    stop = np.minimum(chosen.row + cfg.after + 1, seg_stop[chosen.row])
+    start = np.maximum(chosen.row - cfg.before, rows.seg_start[chosen.row])
+    stop = np.minimum(chosen.row + cfg.after + 1, rows.seg_stop[chosen.row])
     length = stop - start
     ex = np.repeat(np.arange(len(start)), length)  # (T,) example of each token
     first = np.repeat(np.cumsum(length) - length, length)
@@ -341,9 +383,9 @@ def _windows(
     order = np.argsort(tok_row, kind="stable")  # row order reads the memmap in order
     for lo in range(0, len(order), 1 << 20):
         sel = order[lo : lo + (1 << 20)]
-        rows = tok_row[sel]
-        match = code.idx[rows] == feat[sel, None]  # (n, k)
-        values[sel] = (code.vals[rows] * match).sum(1)
+        at = tok_row[sel]
+        match = code.idx[at] == feat[sel, None]  # (n, k)
+        values[sel] = (code.vals[at] * match).sum(1)
     return _Windows(start, stop, np.split(values, np.cumsum(length)[:-1]))
 
 
@@ -361,14 +403,31 @@ def collect_examples(
 ) -> pd.DataFrame:
     """Examples of every feature of `sae` over `corpora`, one row per example
     (columns EXAMPLE_COLUMNS; see the module docstring)."""
+    blocks = iter_examples(sae, corpora, tokenizer, cfg, seed)
+    return pd.concat(list(blocks), ignore_index=True)
+
+
+def iter_examples(
+    sae: TopKSAE,
+    corpora: Sequence[Corpus],
+    tokenizer,
+    cfg: ExampleConfig,
+    seed: int,
+    block: int = FEATURE_BLOCK,
+) -> Iterator[pd.DataFrame]:
+    """`collect_examples`' rows, `block` features at a time, in feature order."""
     m = sae.shape.n_latents
+    rng = np.random.default_rng([seed, 2])
     with tempfile.TemporaryDirectory(prefix="saeflow-code-") as tmp:
         top, res, code = _scan(sae, corpora, cfg, seed, Path(tmp))
-        chosen = _choose(top, res, corpora, cfg, m, seed)
-        win = _windows(code, corpora, chosen, cfg)
+        rows = _stack_rows(corpora)
+        decoded = _decoder(tokenizer, rows.token_id)
+        for f0 in range(0, m, block):
+            chosen = _choose(top, res, rows, cfg, range(f0, min(m, f0 + block)), rng)
+            win = _windows(code, rows, chosen, cfg)
+            keep = _keep_negatives(chosen, win, cfg)
+            yield _table(chosen, win, keep, corpora, rows.token_id, decoded)
         del code
-    keep = _keep_negatives(chosen, win, cfg)
-    return _table(chosen, win, keep, corpora, tokenizer)
 
 
 def _keep_negatives(chosen: _Chosen, win: _Windows, cfg: ExampleConfig) -> np.ndarray:
@@ -390,7 +449,12 @@ def _keep_negatives(chosen: _Chosen, win: _Windows, cfg: ExampleConfig) -> np.nd
 
 
 def _table(
-    chosen: _Chosen, win: _Windows, keep: np.ndarray, corpora: Sequence[Corpus], tok
+    chosen: _Chosen,
+    win: _Windows,
+    keep: np.ndarray,
+    corpora: Sequence[Corpus],
+    token_id: np.ndarray,
+    decoded: dict[int, str],
 ) -> pd.DataFrame:
     e = np.flatnonzero(keep)
     offsets = _offsets(corpora)
@@ -400,8 +464,6 @@ def _table(
     for i, c in enumerate(corpora):
         here = which == i
         doc_id[here] = c.doc_ids[c.doc[local[here]]]
-    token_id = np.concatenate([c.token_id for c in corpora])
-    decoded = _decoder(tok, token_id)
     peak = chosen.row[e] - win.start[e]
     acts = [win.acts[i] for i in e]
     kind = chosen.kind[e]
@@ -445,16 +507,33 @@ def make_examples(
     out: str | Path,
 ) -> None:
     """Rule collect_feature_examples: examples of every feature of one SAE."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from saeflow.models.loading import load_tokenizer
     from saeflow.workflow.device import pick_device
-    from saeflow.workflow.io import write_parquet
+    from saeflow.workflow.io import atomic_path
 
     sae = TopKSAE.load(sae_dir, pick_device(device))
     corpora = [open_corpus(name, path) for name, path in acts.items()]
-    df = collect_examples(sae, corpora, load_tokenizer(model_ref), cfg, seed)
-    counts = df.groupby("kind").size().to_dict()
+    tok = load_tokenizer(model_ref)
+    counts: dict[str, int] = {}
+    with atomic_path(out) as tmp:
+        writer = None
+        for df in iter_examples(sae, corpora, tok, cfg, seed):
+            if df.empty:  # a block of features that never fire
+                continue
+            for kind, n in df.groupby("kind").size().items():
+                counts[kind] = counts.get(kind, 0) + int(n)
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:
+            pd.DataFrame(columns=EXAMPLE_COLUMNS).to_parquet(tmp, index=False)
+        else:
+            writer.close()
     log.info("examples of %d features: %s", sae.shape.n_latents, counts)
-    write_parquet(df, out)
 
 
 def load_examples(path: str | Path, features: Sequence[int] | None = None):
