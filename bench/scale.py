@@ -366,6 +366,141 @@ def summarize(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ extrapolation
+
+STUDY_LAYERS = 12
+STUDY_REPLICATES = 2  # compare.replicates in the hub config: the seed floor
+STUDY_K = 192
+# H100 SXM dense peak rates (NVIDIA H100 datasheet): BF16 tensor cores 989
+# TFLOP/s, FP32 (no tensor cores) 67 TFLOP/s. Estimates: real kernels reach a
+# fraction of these.
+H100_BF16 = 989e12
+H100_FP32 = 67e12
+# BERT-base forward per token at 128-token inputs: 2 × 85 M non-embedding
+# weights + attention scores and mixing (4 · 128 · 768 per layer).
+BERT_FLOP_PER_TOKEN = 2 * 85.0e6 + 12 * 4 * 128 * D_MODEL
+# Passes over every activation cache: training 1 epoch + dead-latent pass +
+# held-out 10 %, twice (R = 2); statistics 1; examples 1; live latents 2;
+# transfer 2 × 10 %.
+READ_PASSES = 2 * 2.1 + 1 + 1 + 2 + 0.2
+DISK_READ = 2e9  # bytes/s: an assumed NVMe read rate for the caches
+
+
+class Linear(NamedTuple):
+    """seconds ≈ t0 + rate · tokens per corpus, from two token counts."""
+
+    t0: float
+    rate: float
+
+
+def linear_fits(points: list[Point]) -> tuple[int, dict[str, Linear]]:
+    """Per rule, the line through its median job seconds at the two extreme
+    token counts of the widest SAE."""
+    widest = max(p.expansion for p in points)
+    at = sorted((p for p in points if p.expansion == widest), key=lambda p: p.tokens)
+    lo, hi = at[0], at[-1]
+    fits = {}
+    for rule in sorted({j.rule for j in hi.jobs}):
+        t1 = np.median([j.seconds for j in lo.jobs if j.rule == rule] or [np.nan])
+        t2 = np.median([j.seconds for j in hi.jobs if j.rule == rule])
+        rate = max(0.0, (t2 - t1) / (hi.tokens - lo.tokens))
+        fits[rule] = Linear(max(0.0, t2 - rate * hi.tokens), rate)
+    return widest * D_MODEL, fits
+
+
+def study_flops(n_sae: float, m: int, cap: int) -> dict[str, float]:
+    """FLOPs of the full study's stages (12 layers × 2 models, R = 2 replicates)
+    with `n_sae` tokens per SAE (both corpora), `cap` compare tokens per corpus."""
+    d, k, layers, r = D_MODEL, STUDY_K, STUDY_LAYERS, STUDY_REPLICATES
+    enc = 2 * d * m  # dense encoder per token; everything else is O(k · D)
+    saes = 2 * layers * r
+    sample = min(n_sae, 2 * cap)
+    return {
+        "cache_activations": 2 * n_sae * BERT_FLOP_PER_TOKEN,
+        # training (encoder + sparse backward + decoder), dead pass ≤ 10 M tokens,
+        # held-out FVU on 10 %
+        "train_sae (+ replicates)": saes
+        * (n_sae * (enc + 8 * k * d) + min(n_sae, 1e7) * enc + 0.1 * n_sae * enc),
+        "compute_feature_stats": 2 * layers * n_sae * enc,
+        "collect_feature_examples": 2 * layers * 2 * n_sae * enc,
+        # decoder cosines of 6 replicate pairs + nulls, live latents of every
+        # replicate on all tokens, co-activation GEMMs (fine-tuned and null) and
+        # Latent Scaling (both SAEs, both directions) on the capped sample
+        "match_features": layers
+        * (
+            12 * 2 * m * m * d
+            + 2 * r * n_sae * enc
+            + 2 * 2 * sample * m * m
+            + 2 * 2 * sample * enc
+        ),
+        "measure_transfer": layers * 2 * 2 * 0.1 * n_sae * enc,
+    }
+
+
+def extrapolate(points: list[Point]) -> str:
+    """CPU hours (from the rehearsal's per-token rates) and H100 hours (from FLOP
+    counts at peak rates) of 12 layers × 2 models at 10 M and 50 M tokens per SAE,
+    with the HDF5 caches' disk."""
+    from saeflow.compare.coactivation import auto_max_tokens
+
+    m, fits = linear_fits(points)
+    cap = auto_max_tokens(STUDY_K, 2)
+    jobs = {  # jobs of the study per rule, and tokens per corpus each reads
+        "cache_activations": (4, lambda t: t),
+        "train_sae": (2 * STUDY_LAYERS * STUDY_REPLICATES, lambda t: t),
+        "compute_feature_stats": (4 * STUDY_LAYERS, lambda t: t),
+        "collect_feature_examples": (2 * STUDY_LAYERS, lambda t: t),
+        "measure_transfer": (STUDY_LAYERS, lambda t: t),
+        "match_features": (STUDY_LAYERS, lambda t: min(t, cap)),
+    }
+    lines = [
+        f"Extrapolated full study (ESTIMATES): {STUDY_LAYERS} layers × 2 models, "
+        f"M = {m}, k = {STUDY_K}, {STUDY_REPLICATES} SAEs per model × layer",
+        f"  CPU: job seconds ≈ t0 + rate · tokens per corpus, fitted per rule at "
+        f"M = {m} (one thread per job, contention included); match_features' "
+        f"token part capped at {cap} tokens per corpus (compare.max_tokens null), "
+        "plus the seed floor's live-latent pass over all tokens at "
+        "compute_feature_stats' rate",
+        "| tokens per SAE | " + " | ".join(jobs) + " | CPU core-hours | PFLOP | H100 "
+        "h at BF16 peak | at FP32 peak | at 30 % of BF16 peak + HDF5 reads at "
+        "2 GB/s | HDF5 caches GB |",
+        "| --- " * (len(jobs) + 7) + "|",
+    ]
+    for n_sae in (10e6, 50e6):
+        t = n_sae / 2  # tokens per corpus
+        hours = {}
+        for rule, (n_jobs, tokens) in jobs.items():
+            fit = fits.get(rule)
+            if fit is None:
+                hours[rule] = float("nan")
+                continue
+            secs = n_jobs * (fit.t0 + fit.rate * tokens(t))
+            if rule == "match_features" and "compute_feature_stats" in fits:
+                # The rehearsal (R = 1) matched 1 decoder pair and encoded all
+                # tokens of 2 SAEs × 2 corpora for live latents; R = 2 matches 6
+                # pairs and encodes 8 × all tokens (at the statistics' rate).
+                live = fits["compute_feature_stats"].rate
+                capped = max(0.0, fit.rate - 4 * live) * tokens(t)
+                secs = n_jobs * (6 * fit.t0 + capped + 4 * STUDY_REPLICATES * live * t)
+            hours[rule] = secs / 3600
+        flops = sum(study_flops(n_sae, m, cap).values())
+        disk = 2 * STUDY_LAYERS * n_sae * D_MODEL * 2 / 1e9  # fp16 rows
+        read = READ_PASSES * disk
+        lines.append(
+            f"| {n_sae / 1e6:.0f} M | "
+            + " | ".join(f"{h:,.0f}" for h in hours.values())
+            + f" | {np.nansum(list(hours.values())):,.0f} | "
+            f"{flops / 1e15:,.0f} | {flops / H100_BF16 / 3600:.2f} | "
+            f"{flops / H100_FP32 / 3600:.1f} | "
+            f"{(flops / (0.3 * H100_BF16) + read * 1e9 / DISK_READ) / 3600:.1f} | "
+            f"{disk:,.0f} |"
+        )
+    lines.append("  FLOPs per stage at 10 M tokens per SAE (PFLOP):")
+    for stage, f in study_flops(10e6, m, cap).items():
+        lines.append(f"    {stage}: {f / 1e15:,.1f}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192])
@@ -381,7 +516,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/saeflow_scale"))
     parser.add_argument("--json", type=Path, help="also write the points here")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the report of points saved by --json"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(report(load_points(args.from_json), min(args.layers)))
+        return 0
 
     args.work.mkdir(parents=True, exist_ok=True)
     models = make_models(args.work / "models")
@@ -431,17 +572,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(jobs)} benchmarked jobs",
                 flush=True,
             )
-    single = [p for p in points if p.layers == min(args.layers)]
+    if args.json:
+        args.json.write_text(json.dumps([p._asdict() for p in points], default=list))
     print()
-    print(
+    print(report(points, min(args.layers)))
+    print(f"\ntotal bench wall: {time.time() - t_start:.0f} s")
+    return 0
+
+
+def load_points(path: Path) -> list[Point]:
+    raw = json.loads(path.read_text())
+    return [Point(**{**p, "jobs": [Job(*j) for j in p["jobs"]]}) for p in raw]
+
+
+def report(points: list[Point], min_layers: int) -> str:
+    single = [p for p in points if p.layers == min_layers]
+    table = (
         summarize(single)
         if len(points) == len(single)
         else summarize_all(points, single)
     )
-    print(f"\ntotal bench wall: {time.time() - t_start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps([p._asdict() for p in points], default=list))
-    return 0
+    return table + "\n\n" + extrapolate(single)
 
 
 def summarize_all(points: list[Point], single: list[Point]) -> str:
