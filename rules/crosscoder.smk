@@ -19,6 +19,7 @@ rule train_crosscoder:
         crosscoder=directory(
             "results/crosscoder/layer_{layer}/seed_{cc_seed}/crosscoder"
         ),
+        digest="results/crosscoder/layer_{layer}/seed_{cc_seed}/crosscoder.sha256",
         metrics="results/crosscoder/layer_{layer}/seed_{cc_seed}/metrics.json",
         curve="results/crosscoder/layer_{layer}/seed_{cc_seed}/training_curve.csv",
         figure="results/crosscoder/layer_{layer}/seed_{cc_seed}/training_curve.png",
@@ -44,8 +45,14 @@ rule train_crosscoder:
 
 rule analyse_crosscoder:
     input:
-        crosscoders=expand(
-            "results/crosscoder/layer_{{layer}}/seed_{s}/crosscoder",
+        crosscoders=ancient(
+            expand(
+                "results/crosscoder/layer_{{layer}}/seed_{s}/crosscoder",
+                s=range(CROSSCODER_CFG.seeds),
+            )
+        ),
+        crosscoder_digests=expand(
+            "results/crosscoder/layer_{{layer}}/seed_{s}/crosscoder.sha256",
             s=range(CROSSCODER_CFG.seeds),
         ),
         metrics=expand(
@@ -59,8 +66,11 @@ rule analyse_crosscoder:
             "results/activations/finetuned/layer_{{layer}}/{corpus}.h5",
             corpus=CORPORA,
         ),
-        sae_base="results/sae/base/layer_{layer}/sae",
-        sae_finetuned="results/sae/finetuned/layer_{layer}/sae",
+        sae_base=ancient("results/sae/base/layer_{layer}/sae"),
+        sae_finetuned=ancient("results/sae/finetuned/layer_{layer}/sae"),
+        sae_digests=expand(
+            "results/sae/{model}/layer_{{layer}}/sae.sha256", model=MODELS
+        ),
         metrics_base="results/sae/base/layer_{layer}/metrics.json",
         metrics_finetuned="results/sae/finetuned/layer_{layer}/metrics.json",
         matches="results/compare/layer_{layer}/matches.parquet",
@@ -118,8 +128,11 @@ rule crosscoder_as_sae:
     """The first seed's crosscoder as the "crosscoder" model: its SAE with the
     input scales folded in, and virtual caches over both models' (no copy)."""
     input:
-        crosscoder="results/crosscoder/layer_{layer}/seed_0/crosscoder",
-        metrics="results/crosscoder/layer_{layer}/seed_0/metrics.json",
+        # Folder and metrics by content: the digest reruns this when the
+        # crosscoder changes (the metrics' scales change only with it).
+        crosscoder=ancient("results/crosscoder/layer_{layer}/seed_0/crosscoder"),
+        crosscoder_digest="results/crosscoder/layer_{layer}/seed_0/crosscoder.sha256",
+        metrics=ancient("results/crosscoder/layer_{layer}/seed_0/metrics.json"),
         base_acts=expand(
             "results/activations/base/layer_{{layer}}/{corpus}.h5", corpus=CORPORA
         ),

@@ -9,7 +9,8 @@ VIEWER_CFG = ViewerConfig.from_dict(config["viewer"], "viewer: ")
 rule build_viewer_features:
     input:
         unpack(viewer_feature_inputs),
-        sae="results/sae/{model}/layer_{layer}/sae",
+        sae=ancient("results/sae/{model}/layer_{layer}/sae"),
+        sae_digest="results/sae/{model}/layer_{layer}/sae.sha256",
         domain="results/activations/{model}/layer_{layer}/domain.h5",
         general="results/activations/{model}/layer_{layer}/general.h5",
         spec="results/features/{model}/layer_{layer}/specialization.parquet",
@@ -36,7 +37,10 @@ rule build_viewer_headlines:
         acts=expand(
             "results/activations/finetuned/layer_{layer}/domain.h5", layer=LAYERS
         ),
-        saes=expand("results/sae/finetuned/layer_{layer}/sae", layer=LAYERS),
+        saes=ancient(expand("results/sae/finetuned/layer_{layer}/sae", layer=LAYERS)),
+        sae_digests=expand(
+            "results/sae/finetuned/layer_{layer}/sae.sha256", layer=LAYERS
+        ),
         model=[FINETUNED_DIR] if config["models"]["finetuned"]["ref"] is None else [],
     output:
         table="results/viewer/headlines.parquet",

@@ -296,7 +296,9 @@ def test_crosscoder_stage(tiny_run, tmp_path):
                 },
             ),
         )
-        jobs = planned_jobs(snakemake(work, "-n", config=cfg))
+        dry = snakemake(work, "-n", config=cfg)
+        assert dry.returncode == 0, dry.stderr[-4000:]
+        jobs = planned_jobs(dry)
         assert jobs["train_crosscoder"] == 4 and jobs["analyse_crosscoder"] == 2
         assert jobs["summarize_crosscoders"] == 1 and jobs["crosscoder_as_sae"] == 2
         # Examples only for the crosscoder: the SAEs' were built by tiny_run.
