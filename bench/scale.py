@@ -281,6 +281,34 @@ def activation_reports(results: Path) -> list[dict]:
     return reports
 
 
+def write_share(model: Path, corpus: Path, tokens: int, folder: Path) -> str:
+    """Cache every layer of `model` (12 at BERT-base) on `tokens` tokens of
+    `corpus`: model forward seconds against HDF5 write seconds."""
+    import pandas as pd
+
+    from saeflow.activations.cache import cache_activations
+    from saeflow.workflow.config import ActivationConfig
+
+    df = pd.read_parquet(corpus, columns=["doc_id", "text"])
+    layers = list(range(1, 13))
+    folder.mkdir(parents=True, exist_ok=True)
+    rep = cache_activations(
+        str(model),
+        df["doc_id"].tolist(),
+        df["text"].tolist(),
+        ActivationConfig(layers=layers, max_tokens=tokens),
+        {layer: folder / f"layer_{layer}.h5" for layer in layers},
+        {},
+    )
+    for layer in layers:
+        (folder / f"layer_{layer}.h5").unlink()
+    return (
+        f"HDF5 writing, {len(layers)} layers × D = {D_MODEL} (fp16, chunks of 4,096 "
+        f"rows), {rep.n_tokens} tokens: forward {rep.forward_s:.1f} s, write "
+        f"{rep.write_s:.2f} s = {100 * rep.write_s / rep.forward_s:.1f} % of forward"
+    )
+
+
 # -------------------------------------------------------------------------- report
 
 
@@ -519,6 +547,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--from-json", type=Path, help="print the report of points saved by --json"
     )
+    parser.add_argument(
+        "--write-share-tokens",
+        type=int,
+        default=4096,
+        help="then cache all 12 layers of this many tokens: HDF5 write vs forward "
+        "seconds (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         print(report(load_points(args.from_json), min(args.layers)))
@@ -577,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report(points, min(args.layers)))
     print(f"\ntotal bench wall: {time.time() - t_start:.0f} s")
+    if args.write_share_tokens:
+        corpus = (
+            args.work / f"tokens_{max(args.tokens)}" / "results/corpus/domain.parquet"
+        )
+        print(write_share(models[0], corpus, args.write_share_tokens, args.work / "w"))
     return 0
 
 
