@@ -184,6 +184,8 @@ def test_hopeless_pending_reasons(monkeypatch):
         "13|debug|Resources|rule_build_corpus\n"
         "14|gpu|ReqNodeNotAvail, UnavailableNodes:n[1-2]|rule_cache_activations\n"
         "15|debug|ReqNodeNotAvail, UnavailableNodes:n3|rule_label_features\n"
+        "16|gpu|Nodes required for job are DOWN, DRAINED or reserved for jobs in"
+        " higher priority partitions|rule_train_sae\n"
     )
     calls = []
 
@@ -199,6 +201,7 @@ def test_hopeless_pending_reasons(monkeypatch):
     assert [m.split(" can never")[0] for m in found] == [
         "SLURM job 12 (rule train_sae)",
         "SLURM job 14 (rule cache_activations)",
+        "SLURM job 16 (rule train_sae)",  # SLURM 22.05's words for the same
     ]
     assert "Reason=PartitionConfig (the request exceeds" in found[0]
     assert "no node of partition 'gpu' is up" in found[1]

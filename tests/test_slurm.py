@@ -246,11 +246,23 @@ def write_profile(folder: Path, edit=None) -> Path:
     return folder
 
 
-def run_snakemake(work: Path, profile: Path, *args: str, config: Path = TINY):
+def run_snakemake(
+    work: Path,
+    profile: Path,
+    *args: str,
+    config: Path = TINY,
+    timeout: float = 2400,
+    env: dict[str, str] | None = None,
+):
     cmd = [*SNAKEMAKE, "-d", str(work), "--configfile", str(config)]
     cmd += ["--profile", str(profile), *SLURM_ARGS, *args]
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=2400, stdin=subprocess.DEVNULL
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -460,3 +472,41 @@ def test_job_that_can_never_start_is_reported_and_cancelled(cluster):
     while "JobState=CANCELLED" not in cluster.show(job_id):
         assert time.time() < end, cluster.show(job_id)
         time.sleep(1)
+
+
+def test_run_stops_when_its_job_can_never_start(cluster, work, tmp_path):
+    """The watcher inside a real `--executor slurm` run: the only node drained
+    (the preflight does not look at node states), the run's first jobs pend with
+    "Nodes required for job are DOWN, DRAINED ..." (code Resources) or
+    "ReqNodeNotAvail, UnavailableNodes:<node>" and no node up. Without the
+    watcher the plugin waits on PENDING forever and this run times out."""
+    shutil.copytree(work / "models", tmp_path / "models")
+    node = ["scontrol", "update", f"nodename={cluster.host}"]
+    drained = cluster.run([*node, "state=drain", "reason=saeflow-test"])
+    assert drained.returncode == 0, drained.stderr
+    env = {**os.environ, "SAEFLOW_PENDING_CHECK_SECONDS": "3"}
+    try:
+        result = run_snakemake(
+            tmp_path, write_profile(tmp_path / "p"), TARGET, timeout=120, env=env
+        )
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the run waited on: {err.stderr.decode()[-3000:]}")
+    finally:
+        # A timed-out run leaves its jobs pending: they must not start later.
+        cluster.run(["scancel", "--user", getpass.getuser(), "--state", "PENDING"])
+        cluster.run([*node, "state=resume"])
+        kill_leftovers(str(tmp_path))
+        cluster._wait_for(cluster._node_idle, "the node to resume")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    ids = slurm_ids(result)
+    assert ids
+    assert re.search(
+        r"SLURM job \d+ \(rule build_corpus\) can never start: "
+        # SLURM 22.05 words it either way, for jobs of the same run
+        r"Reason=(Nodes required for job are DOWN, DRAINED|ReqNodeNotAvail).*"
+        r"no node of partition 'debug' is up",
+        out,
+    ), out[-4000:]
+    states = {j["id"]: j["state"] for j in cluster.jobs()}
+    assert all(states[i] == "CANCELLED" for i in ids), states

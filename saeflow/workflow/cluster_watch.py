@@ -47,6 +47,13 @@ codes); the value says why, in the report."""
 
 DOWN_STATES = {"down", "drain", "drng", "fail", "failg", "maint", "inval", "futr"}
 
+NODES_UNAVAILABLE = (
+    "ReqNodeNotAvail",  # the job named nodes (or a reservation) that are not up
+    # SLURM 22.05's squeue %r for a job whose partition's nodes are all down or
+    # drained (the reason code underneath is plain Resources).
+    "Nodes required for job are DOWN, DRAINED",
+)
+
 
 class PendingJob(NamedTuple):
     """One pending job of the run, as squeue reports it."""
@@ -79,13 +86,14 @@ def _no_node_up(partition: str, run: Callable) -> bool:
 def hopeless(job: PendingJob, run: Callable) -> str | None:
     """Why `job` can never start, or None while waiting may still help.
 
-    ReqNodeNotAvail counts only when no node of the partition is up (a drained
-    node can come back; none at all is a configuration problem).
+    Unavailable nodes (NODES_UNAVAILABLE) count only when no node of the
+    partition is up (a drained node can come back; none at all is a
+    configuration problem).
     """
     code = job.reason.split(",")[0].strip()
     if code in NEVER_REASONS:
         return NEVER_REASONS[code]
-    if code == "ReqNodeNotAvail" and _no_node_up(job.partition, run):
+    if job.reason.startswith(NODES_UNAVAILABLE) and _no_node_up(job.partition, run):
         return f"no node of partition '{job.partition}' is up"
     return None
 
@@ -120,7 +128,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def watch_pending(workflow: Any, interval: float | None = None) -> None:
     """Start the watcher thread for this run's jobs (named by the plugin's run
-    uuid); a no-op where the executor's run id cannot be found."""
+    uuid); a no-op where the executor's run id cannot be found.
+
+    Snakemake (9.27) builds the scheduler and its executor, whose __post_init__
+    sets `run_uuid` (the plugin's sbatch `--job-name`, 2.8.0), before it calls
+    `onstart`; neither offers a public accessor, hence the private attribute.
+    """
     executor = getattr(getattr(workflow, "scheduler", None), "_executor", None)
     name = getattr(executor, "run_uuid", None)
     if not name:
