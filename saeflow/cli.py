@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "saeflow.models.tiny",
         "write the tiny random BERT of tests/configs/tiny.yaml (trying the workflow)",
     ),
+    "add-digests": (
+        "saeflow.workflow.digest",
+        "digest SAE folders made before digests existed (no retraining)",
+    ),
     "export-features": (
         "saeflow.viewer.neuronpedia",
         "write Neuronpedia-style JSON per feature of a finished run",

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import edited_config, fresh_workdir, planned_jobs, snakemake
 
-from saeflow.workflow.digest import digest_text, write_digests
+from saeflow.workflow.digest import add_missing_digests, digest_text, write_digests
 
 LAYER = "results/sae/base/layer_1"
 STATS = "results/features/base/layer_1/domain_stats.parquet"
@@ -47,6 +47,19 @@ def test_identical_retrain_reruns_no_consumer(tmp_path, tiny_bert):
     work = fresh_workdir(tmp_path / "work", tiny_bert)
     result = snakemake(work, "--cores", "2", STATS)
     assert result.returncode == 0, result.stderr[-4000:]
+
+    # Results from before digests existed: a reader that must rerun (here forced;
+    # after an upgrade, changed code) would drag its SAE into retraining for want
+    # of the digest; `saeflow add-digests` writes it, and only the reader reruns.
+    (work / LAYER / "sae.sha256").unlink()
+    forced = snakemake(work, "-n", "-f", STATS)
+    assert planned_jobs(forced) == {"train_sae": 1, "compute_feature_stats": 1}
+    assert add_missing_digests(work / "results") == [work / LAYER / "sae.sha256"]
+    forced = snakemake(work, "-n", "-f", STATS)
+    assert planned_jobs(forced) == {"compute_feature_stats": 1}
+    result = snakemake(work, "--cores", "1", "-f", STATS)
+    assert result.returncode == 0, result.stderr[-4000:]
+
     weights = (work / LAYER / "sae" / "sae.safetensors").read_bytes()
     stats_time = (work / STATS).stat().st_mtime_ns
 

@@ -19,6 +19,7 @@ identical folder leaves them alone. docs/reproducibility.md has the story.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -54,3 +55,47 @@ def write_digests(outputs: list[str]) -> list[str]:
                 tmp.write_text(digest_text(target))
             written.append(out)
     return written
+
+
+FOLDER_OUTPUTS = (
+    "sae/*/layer_*/sae",
+    "sae/*/layer_*/replicates/r*/sae",
+    "crosscoder/layer_*/seed_*/crosscoder",
+)
+"""Folder outputs (below results/) that carry a digest."""
+
+
+def add_missing_digests(results: str | os.PathLike[str]) -> list[Path]:
+    """Write the digest of every folder output under `results` that lacks one.
+
+    For results made before digests existed: their producers would otherwise see
+    a missing output and retrain every SAE once. Only complete folders exist
+    (they are written atomically), so each is digested as it stands.
+    """
+    root = Path(results)
+    written = []
+    for pattern in FOLDER_OUTPUTS:
+        for folder in sorted(root.glob(pattern)):
+            digest = folder.with_name(folder.name + DIGEST_SUFFIX)
+            if folder.is_dir() and not digest.exists():
+                with atomic_path(digest) as tmp:
+                    tmp.write_text(digest_text(folder))
+                written.append(digest)
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "results", nargs="?", default="results", help="the results folder"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    written = add_missing_digests(args.results)
+    for path in written:
+        print(path)
+    print(
+        f"wrote {len(written)} digest(s) under {args.results}: the SAEs and "
+        "crosscoders there will not retrain for want of them"
+    )
+    return 0
