@@ -85,9 +85,10 @@ def write_paired_cache(
             for col in ROW_COLUMNS:
                 if col in fb:
                     fb.copy(fb[col], f, col)
+            # The base cache's attributes: model_ref and tokenizer still say how
+            # to decode token_id (both models read the same tokens).
             f.attrs.update(fb.attrs)
             f.attrs["d_model"] = 2 * d
-            f.attrs["model_ref"] = "crosscoder"
             f.attrs["pair"] = [str(base), str(finetuned)]
     log.info(
         "paired cache %s: %d rows × %d over %s and %s", out, n, 2 * d, base, finetuned
