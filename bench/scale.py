@@ -104,6 +104,14 @@ class Job(NamedTuple):
     seconds: float
     max_rss_mb: float
     io_out_mb: float
+    cpu_s: float = float("nan")
+    """CPU seconds (user + system): what contention on a shared machine inflates
+    least."""
+
+
+def _cpu(job: Job) -> float:
+    """CPU seconds of a job, or its wall seconds where the file has none."""
+    return job.cpu_s if np.isfinite(job.cpu_s) else job.seconds
 
 
 def rule_of(rel_path: str) -> str | None:
@@ -126,7 +134,7 @@ def read_benchmarks(folder: Path, since: float = 0.0) -> list[Job]:
             key: float(row[key])
             if row.get(key, "NA") not in ("NA", "", "-")
             else np.nan
-            for key in ("s", "max_rss", "io_out")
+            for key in ("s", "max_rss", "io_out", "cpu_time")
         }
         jobs.append(
             Job(
@@ -135,6 +143,7 @@ def read_benchmarks(folder: Path, since: float = 0.0) -> list[Job]:
                 num["s"],
                 num["max_rss"],
                 num["io_out"],
+                num["cpu_time"],
             )
         )
     return jobs
@@ -322,11 +331,11 @@ def summarize(points: list[Point]) -> str:
         f"run wall {largest.wall_s:.0f} s (jobs it ran)"
     )
     lines.append(
-        "| rule | jobs | wall s (median / max) | peak RSS MB (max) | written MB "
-        "(sum) | time exp. tokens | time exp. latents | RSS exp. tokens "
-        "| RSS exp. latents |"
+        "| rule | jobs | wall s (median / max) | CPU s (median) | peak RSS MB (max) "
+        "| written MB (sum) | CPU-time exp. tokens | CPU-time exp. latents "
+        "| RSS exp. tokens | RSS exp. latents |"
     )
-    lines.append("| --- " * 9 + "|")
+    lines.append("| --- " * 10 + "|")
     rules = sorted({j.rule for p in points for j in p.jobs})
     for rule in rules:
         big = [j for j in largest.jobs if j.rule == rule]
@@ -342,7 +351,7 @@ def summarize(points: list[Point]) -> str:
             tok = [t for t, _, _ in xs]
             lat = [m for _, m, _ in xs]
             t_fit = fit_growth(
-                tok, lat, [np.median([j.seconds for j in js]) for *_, js in xs]
+                tok, lat, [np.median([_cpu(j) for j in js]) for *_, js in xs]
             )
             r_fit = fit_growth(
                 tok, lat, [max(j.max_rss_mb for j in js) for *_, js in xs]
@@ -352,11 +361,12 @@ def summarize(points: list[Point]) -> str:
             cells = [
                 str(len(big)),
                 f"{np.median(secs):.1f} / {max(secs):.1f}",
+                f"{np.median([_cpu(j) for j in big]):.1f}",
                 f"{max(j.max_rss_mb for j in big):.0f}",
                 f"{np.nansum([j.io_out_mb for j in big]):.0f}",
             ]
         else:
-            cells = ["0", "–", "–", "–"]
+            cells = ["0", "–", "–", "–", "–"]
         exps = [
             f"{v:.2f}" if np.isfinite(v) else "–"
             for v in (
@@ -422,15 +432,15 @@ class Linear(NamedTuple):
 
 
 def linear_fits(points: list[Point]) -> tuple[int, dict[str, Linear]]:
-    """Per rule, the line through its median job seconds at the two extreme
+    """Per rule, the line through its median job CPU seconds at the two extreme
     token counts of the widest SAE."""
     widest = max(p.expansion for p in points)
     at = sorted((p for p in points if p.expansion == widest), key=lambda p: p.tokens)
     lo, hi = at[0], at[-1]
     fits = {}
     for rule in sorted({j.rule for j in hi.jobs}):
-        t1 = np.median([j.seconds for j in lo.jobs if j.rule == rule] or [np.nan])
-        t2 = np.median([j.seconds for j in hi.jobs if j.rule == rule])
+        t1 = np.median([_cpu(j) for j in lo.jobs if j.rule == rule] or [np.nan])
+        t2 = np.median([_cpu(j) for j in hi.jobs if j.rule == rule])
         rate = max(0.0, (t2 - t1) / (hi.tokens - lo.tokens))
         fits[rule] = Linear(max(0.0, t2 - rate * hi.tokens), rate)
     return widest * D_MODEL, fits
@@ -484,7 +494,7 @@ def extrapolate(points: list[Point]) -> str:
     lines = [
         f"Extrapolated full study (ESTIMATES): {STUDY_LAYERS} layers × 2 models, "
         f"M = {m}, k = {STUDY_K}, {STUDY_REPLICATES} SAEs per model × layer",
-        f"  CPU: job seconds ≈ t0 + rate · tokens per corpus, fitted per rule at "
+        f"  CPU: job CPU seconds ≈ t0 + rate · tokens per corpus, fitted per rule at "
         f"M = {m} (one thread per job, contention included); match_features' "
         f"token part capped at {cap} tokens per corpus (compare.max_tokens null), "
         "plus the seed floor's live-latent pass over all tokens at "

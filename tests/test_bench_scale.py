@@ -39,7 +39,10 @@ def test_fit_growth_refuses_zero_times(scale):
 
 
 def test_read_benchmarks_names_rules(scale, tmp_path):
-    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\n"
+    header = (
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load"
+        "\tcpu_time\n"
+    )
     for rel, secs in [
         ("sae/base/layer_6.tsv", 12.5),
         ("sae/base/layer_6/replicate_1.tsv", 13.0),
@@ -48,7 +51,7 @@ def test_read_benchmarks_names_rules(scale, tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
-            header + f"{secs}\t0:00:12\t812.5\t900\t800\t805\t1.0\t64.0\t90\n"
+            header + f"{secs}\t0:00:12\t812.5\t900\t800\t805\t1.0\t64.0\t90\t9.5\n"
         )
     jobs = {j.path: j for j in scale.read_benchmarks(tmp_path)}
     assert jobs["sae/base/layer_6.tsv"].rule == "train_sae"
@@ -56,3 +59,4 @@ def test_read_benchmarks_names_rules(scale, tmp_path):
     assert jobs["compare/layer_6/match_features.tsv"].seconds == 40.0
     assert jobs["sae/base/layer_6.tsv"].max_rss_mb == 812.5
     assert jobs["sae/base/layer_6.tsv"].io_out_mb == 64.0
+    assert jobs["sae/base/layer_6.tsv"].cpu_s == 9.5

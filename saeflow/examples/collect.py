@@ -381,8 +381,11 @@ def _windows(code: _Code, rows: _Rows, chosen: _Chosen, cfg: ExampleConfig) -> _
     feat = chosen.feature[ex]
     values = np.zeros(len(ex), np.float32)
     order = np.argsort(tok_row, kind="stable")  # row order reads the memmap in order
-    for lo in range(0, len(order), 1 << 20):
-        sel = order[lo : lo + (1 << 20)]
+    # ~4 M code entries a step: (step, k) gathers of idx and vals, not (1 M, k)
+    # (2.6 GB of temporaries at k = 192).
+    step = max(1, (1 << 22) // max(code.idx.shape[1], 1))
+    for lo in range(0, len(order), step):
+        sel = order[lo : lo + step]
         at = tok_row[sel]
         match = code.idx[at] == feat[sel, None]  # (n, k)
         values[sel] = (code.vals[at] * match).sum(1)
