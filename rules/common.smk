@@ -142,6 +142,7 @@ def viewer_feature_inputs(wildcards):
         )
     if is_activated("labels"):
         found["labels"] = "results/labels/feature_labels_clean_domain.csv"
+        found["patterns"] = "results/labels/token_patterns_domain.parquet"
     return found
 
 

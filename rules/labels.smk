@@ -82,6 +82,8 @@ rule label_features:
             caption="../report/label_scores.rst",
             category="Feature labels",
         ),
+        # The token-pattern label of every feature (the viewer's feature table).
+        patterns="results/labels/token_patterns_domain.parquet",
     log:
         "logs/labels/label_features.log",
     benchmark:

@@ -23,4 +23,5 @@ with job(snakemake) as sm:  # noqa: F821
         dict(zip(sm.params.models, sm.input.model_specs, strict=True))
         if "model_specs" in sm.input.keys()
         else None,
+        sm.input.get("patterns"),
     )

@@ -19,4 +19,5 @@ with job(snakemake) as sm:  # noqa: F821
         corpus=sm.input.corpus,
         figure_out=sm.output.figure,
         token_caches=list(sm.input.tokens),
+        patterns_out=sm.output.patterns,
     )

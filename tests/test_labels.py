@@ -132,7 +132,11 @@ def explain_prompt(tokens: str = "dividend (4), payout (2)") -> list[dict]:
     examples = "Acme raises its <<dividend>> | Bank lifts <<payout>> to 45 cents"
     contrast = "The dividend date was set | Payout rules changed"
     return render_prompt(
-        TEMPLATES["explain"], examples=examples, tokens=tokens, contrast=contrast
+        TEMPLATES["explain"],
+        examples=examples,
+        tokens=tokens,
+        contrast=contrast,
+        context="dividends, board",
     )
 
 

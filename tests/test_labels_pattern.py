@@ -179,3 +179,44 @@ def test_a_corrupted_model_file_is_refused(tmp_path):
     assemble_gguf_parts(parts, good, out)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == good
     json.dumps(good)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_prefix_cached_labels_match_uncached_generation(chat_model, beams):
+    """The explanation prompts share their system turn and worked examples; run
+    once and reused, that prefix changes no answer, greedy or beam search."""
+    prompts = [
+        render_prompt(
+            TEMPLATES["explain"], tokens=t, examples=e, contrast=c, context="x, y"
+        )
+        for t, e, c in [
+            ("dividend, payout", "Acme lifts <<dividend>>", "dividend date set"),
+            ("quarter, eps", "<<EPS>> beat in the <<quarter>>", "(none)"),
+            ("court", "A <<court>> ruled", "court shoes"),
+        ]
+    ]
+    plain = labeler(chat_model, prefix_cache=False, num_beams=beams, max_new_tokens=6)
+    cached = labeler(chat_model, prefix_cache=True, num_beams=beams, max_new_tokens=6)
+    a, b = plain.complete(prompts), cached.complete(prompts)
+    assert cached._kv[0] and len(cached._kv[0]) >= 16  # the prefix really was cached
+    assert [c.text for c in a] == [c.text for c in b]
+    assert [c.completion_tokens for c in a] == [c.completion_tokens for c in b]
+
+
+def test_wordpiece_pieces_count_as_whole_words_and_context_words_rank_by_lift():
+    from saeflow.labels.patterns import context_ranking
+
+    rows = []
+    for i in range(8):
+        tokens = ["acme", "buy", "##back", "of", "the", "dividend", "per", "share"]
+        acts = [0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # fires on "##back"
+        rows.append(
+            [0, "top", "explain", "domain", f"d{i}", i, tokens, acts, 2, 2.0, None]
+        )
+    ex = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+    bg = Background({"the": 90_000, "of": 80_000, "buy": 50, "dividend": 40}, 10**6)
+    assert pattern_label(lift_ranking(ex, bg)) == "buyback"
+    ctx = [t.token for t in context_ranking(ex, bg, exclude=["buyback"])]
+    # Words the corpus never has first (alphabetical among equals), then the
+    # rarer "dividend", then "the"; "of" is too short, "buyback" excluded.
+    assert ctx == ["acme", "per", "share", "dividend", "the"]

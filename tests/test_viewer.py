@@ -46,6 +46,8 @@ def test_headlines_page_with_predictions_and_chips(server, viewer_run):
         assert 1 <= len(h["features"]) <= 10
         acts = [f["act"] for f in h["features"]]
         assert acts == sorted(acts, reverse=True)
+        # An unlabelled chip names the token the feature peaks on in this text.
+        assert all(f["token"] and isinstance(f["token"], str) for f in h["features"])
     _, wrong = get(server, "/api/headlines?layer=2&only=wrong&limit=200")
     assert all(h["correct"] is False for h in wrong["items"])
     assert wrong["total"] == round((1 - page["accuracy"]) * 120)

@@ -74,6 +74,42 @@ def test_base_partner_is_best_cosine_and_labels_join():
     assert t.loc[0, "status"] == "unmatched"
 
 
+def test_feature_table_shows_every_features_token_pattern_and_the_label_scores():
+    labels = pd.DataFrame(
+        {
+            "model": ["finetuned"] * 2,
+            "layer": [1, 1],
+            "feature": [0, 2],
+            "label": ["dividend payouts", None],
+            "score": [0.7, None],
+            "pattern_label": ["dividend / payout", "court / ruling"],
+            "shown_label_source": ["llm", "pattern"],
+            "embedding_auroc": [0.8, None],
+            "pattern_label_embedding_auroc": [0.6, 0.7],
+        }
+    )
+    patterns = pd.DataFrame(
+        {
+            "model": ["finetuned"] * 3 + ["base"],
+            "layer": [1, 1, 1, 1],
+            "feature": [0, 1, 2, 1],
+            "pattern_label": ["ignored", "quarter / eps", "ignored", "base only"],
+            "lift_tokens": [""] * 4,
+        }
+    )
+    t = feature_table(
+        "finetuned", 1, spec(3, [0, 0, 0]), labels=labels, patterns=patterns
+    )
+    assert t["pattern_label"].tolist() == [
+        "dividend / payout",
+        "quarter / eps",
+        "court / ruling",
+    ]
+    assert t.loc[0, "embedding_auroc"] == 0.8
+    assert t.loc[2, "shown_label_source"] == "pattern"
+    assert t["shown_label_source"].isna()[1]
+
+
 def test_without_comparison_or_labels_columns_are_empty():
     t = feature_table("finetuned", 1, spec(2, [1.0, 2.0]))
     assert (t["partner"] == -1).all()
@@ -100,12 +136,15 @@ def write_cache(path, doc: list[int], acts: np.ndarray) -> None:
         f["acts"] = acts.astype(np.float16)
         f["doc"] = np.asarray(doc, np.int32)
         f["doc_ids"] = np.array([f"d{i}" for i in range(max(doc) + 1)], dtype=object)
+        f["token_id"] = np.arange(100, 100 + len(doc), dtype=np.int32)
 
 
 def test_doc_batches_never_split_a_document(tmp_path):
     doc = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3]
     write_cache(tmp_path / "c.h5", doc, np.zeros((len(doc), 4)))
-    batches = [d.tolist() for d, _ in _doc_batches(tmp_path / "c.h5", batch_size=2)]
+    got = list(_doc_batches(tmp_path / "c.h5", batch_size=2))
+    batches = [d.tolist() for d, _, _ in got]
+    assert [lo for _, _, lo in got] == np.cumsum([0, *map(len, batches)])[:-1].tolist()
     assert sum(batches, []) == doc
     seen = [set(b) for b in batches]
     assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
@@ -117,7 +156,9 @@ def test_headline_features_are_each_documents_max(tmp_path):
     x = rng.normal(size=(6, 8)).astype(np.float16)
     write_cache(tmp_path / "c.h5", doc, x)
     sae = TopKSAE(SAEShape(d_in=8, n_latents=16, k=3), seed=1)
-    top = headline_features(sae, tmp_path / "c.h5", top_n=2, batch_size=3)
+    top = headline_features(
+        sae, tmp_path / "c.h5", top_n=2, batch_size=3, decode=lambda i: f"t{i}"
+    )
     dense = np.zeros((6, 16))
     code = sae.encode(torch.from_numpy(x.astype(np.float32)))
     np.put_along_axis(dense, code.idx.numpy(), code.vals.detach().numpy(), axis=1)
@@ -126,6 +167,10 @@ def test_headline_features_are_each_documents_max(tmp_path):
         peak = dense[np.asarray(doc) == d].max(0)
         assert row.features == np.argsort(-peak)[:2].tolist()
         assert row.acts == pytest.approx(np.sort(peak)[::-1][:2], abs=1e-3)
+        # The token each feature peaks on in this document (token ids 100 + row).
+        rows = np.flatnonzero(np.asarray(doc) == d)
+        peak_rows = [rows[dense[rows, f].argmax()] for f in row.features]
+        assert row.tokens == [f"t{100 + r}" for r in peak_rows]
 
 
 def test_find_run_picks_the_latest_built_viewer(tmp_path):

@@ -175,9 +175,31 @@ class TransformersLabeler:
         log.info("labeler %s loaded in %.1f s", folder, time.perf_counter() - t0)
 
     def complete(self, prompts: Sequence[Messages]) -> list[Completion]:
-        if prompts and self._model is None:
+        """A label per prompt. With `prefix_cache`, the prefix all the prompts
+        share (the system turn and worked examples of the explanation prompt)
+        is run once and its key/value cache handed to every generation."""
+        if not prompts:
+            return []
+        if self._model is None:
             self._load()
-        return [self._one(p) for p in prompts]
+        seqs = [self._ids(p) for p in prompts]
+        n = 0
+        if self.cfg.prefix_cache and len(seqs) > 1:
+            n = min(_common_prefix(seqs[0], s, len(s) - 1) for s in seqs[1:])
+        past = self._prefix_cache(seqs[0][:n]) if n >= MIN_PREFIX else None
+        return [self._one(s, past) for s in seqs]
+
+    def _prefix_cache(self, prefix: list[int]):
+        """The key/value cache of `prefix` (kept for the next call with it)."""
+        import torch
+
+        key = tuple(prefix)
+        if getattr(self, "_kv", (None,))[0] != key:
+            with torch.no_grad():
+                body = getattr(self._model, self._model.base_model_prefix)
+                ids = torch.tensor([prefix], device=self.device)
+                self._kv = (key, body(input_ids=ids, use_cache=True)["cache"])
+        return self._kv[1]
 
     def _ids(self, messages: Messages) -> list[int]:
         enc = self._tok.apply_chat_template(
@@ -196,14 +218,23 @@ class TransformersLabeler:
                     stop.add(ids[0])
         return sorted(stop)
 
-    def _one(self, messages: Messages) -> Completion:
+    def _one(self, seq: list[int], past=None) -> Completion:
+        """Generate after token ids `seq`; `past`: the key/value cache of a
+        prefix of it (copied, and repeated per beam, as generate extends it)."""
+        import copy
+
         import torch
 
         t0 = time.perf_counter()
         try:
-            ids = torch.tensor([self._ids(messages)], device=self.device)
+            ids = torch.tensor([seq], device=self.device)
             sample = self.cfg.temperature > 0
             stop = self._stop_ids()
+            kw = {}
+            if past is not None:
+                kw["cache"] = copy.deepcopy(past)
+                if self.cfg.num_beams > 1:
+                    kw["cache"].batch_repeat_interleave(self.cfg.num_beams)
             with torch.no_grad():
                 out = self._model.generate(
                     input_ids=ids,
@@ -219,6 +250,7 @@ class TransformersLabeler:
                     top_k=None,
                     eos_token_id=stop,
                     pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,
+                    **kw,
                 )
             n_in = ids.shape[1]
             new = out[0, n_in:]

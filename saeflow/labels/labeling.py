@@ -37,10 +37,12 @@ from saeflow.labels.labelers import AnswerCache, Labeler, cached_complete, cache
 from saeflow.labels.patterns import (
     Background,
     background_of,
+    context_ranking,
     corpus_background,
     describe_lifts,
     lift_ranking,
     pattern_label,
+    token_patterns,
 )
 from saeflow.labels.prompts import (
     clean_label,
@@ -60,19 +62,16 @@ from saeflow.labels.scoring import (
     score,
 )
 from saeflow.labels.truth import add_truth, event_of_docs, truth_summary
+from saeflow.labels.verdict import (
+    LABEL_KINDS,
+    _col,
+    done_criteria,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TASKS", "load_templates", "label_features", "make_labels", "verdict"]
-
-LABEL_KINDS = ("label", "random_label", "shuffled_label", "pattern_label")
-BASELINES = ("random_label", "shuffled_label")
-
-
-def _col(kind: str, scorer: str) -> str:
-    """Column prefix of a scorer's results for one kind of label."""
-    return scorer if kind == "label" else f"{kind}_{scorer}"
-
 
 SCORE_COLUMNS = [
     f"{_col(kind, scorer)}_{metric}"
@@ -158,7 +157,7 @@ def label_features(
         row["pattern_label"] = pattern
         row["lift_tokens"] = describe_lifts(lift)
     t0 = time.perf_counter()
-    shown = _explain(rows, ex, lifts, labeler, cache, templates, cfg)
+    shown = _explain(rows, ex, lifts, background, labeler, cache, templates, cfg)
     # Near-misses the labeler saw are no held-out snippets.
     ex = [e.drop(index=rows_shown) for e, rows_shown in zip(ex, shown, strict=True)]
     labels = [r["label"] for r in rows]
@@ -190,19 +189,25 @@ def label_features(
     return df
 
 
-def _explain(rows, ex, lifts, labeler, cache, templates, cfg) -> list[list]:
+def _explain(rows, ex, lifts, background, labeler, cache, templates, cfg) -> list:
     """Ask for every feature's label; set label or fail_reason in `rows`.
     Returns the index labels of the near-misses each prompt showed."""
-    inputs = [
-        explain_input(e, cfg.n_explain, [t.token for t in lift], cfg.n_contrast)
-        for e, lift in zip(ex, lifts, strict=True)
-    ]
+    inputs = []
+    for e, lift in zip(ex, lifts, strict=True):
+        firing = [t.token for t in lift]
+        around = context_ranking(e, background, cfg.n_lift_tokens, exclude=firing)
+        inputs.append(
+            explain_input(
+                e, cfg.n_explain, firing, cfg.n_contrast, [t.token for t in around]
+            )
+        )
     prompts = [
         render_prompt(
             templates["explain"],
             examples=" | ".join(x.snippets),
             tokens=x.tokens,
             contrast=" | ".join(x.contrast) or "(none)",
+            context=x.context or "(none)",
         )
         for x in inputs
     ]
@@ -216,6 +221,7 @@ def _explain(rows, ex, lifts, labeler, cache, templates, cfg) -> list[list]:
             explain_examples=json.dumps(x.snippets),
             explain_contrast=json.dumps(x.contrast),
             explain_tokens=x.tokens,
+            explain_context=x.context,
             explain_prompt=_j(p),
             explain_answer=c.text,
             explain_seconds=c.seconds,
@@ -325,105 +331,6 @@ def _empty_row(r) -> dict:
     return row
 
 
-# ---------------------------------------------------------------- verdict
-
-
-def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
-    """Do labels beat the baselines? Per scorer: median AUROC of real, random and
-    shuffled labels; per scorer and baseline, the mean paired AUROC difference
-    over features with a bootstrap 95 % interval, `better` only when the interval
-    lies above 0; the same against the token-pattern label (`llm_vs_pattern`,
-    `llm_beats_pattern_on`). Also how many labels are distinct and why labels
-    failed. `statement` says it all in plain sentences."""
-    rng = np.random.default_rng(seed)
-    labels = df["label"].dropna()
-    out: dict = {
-        "n_features": len(df),
-        "n_labeled": len(labels),
-        "n_failed": int(df["label"].isna().sum()),
-        "n_distinct_labels": int(labels.str.lower().nunique()),
-        # Of the labelled features: a labeler that says one thing for all scores 0.
-        "distinct_fraction": float(labels.str.lower().nunique() / max(1, len(labels))),
-        "fail_reasons": _reasons(df["fail_reason"].dropna()),
-        "median_auroc": {},
-        "comparisons": [],
-        "llm_vs_pattern": [],
-    }
-    lines = [
-        f"{out['n_labeled']} of {len(df)} features got a label "
-        f"({out['n_distinct_labels']} distinct)."
-    ]
-    for scorer in SCORERS:
-        out["median_auroc"][scorer] = {
-            kind: _median(df, f"{_col(kind, scorer)}_auroc") for kind in LABEL_KINDS
-        }
-        for base in BASELINES:
-            item = _compare(df, scorer, base, rng, n_boot)
-            out["comparisons"].append(item)
-            lines.append(item.pop("line"))
-    for scorer in SCORERS:
-        item = _compare(df, scorer, "pattern_label", rng, n_boot)
-        out["llm_vs_pattern"].append(item)
-        lines.append(item.pop("line"))
-    out["llm_beats_pattern_on"] = [
-        c["scorer"] for c in out["llm_vs_pattern"] if c["better"]
-    ]
-    beats = {
-        s: all(c["better"] for c in out["comparisons"] if c["scorer"] == s)
-        for s in SCORERS
-    }
-    out["scorers_beating_both_baselines"] = [s for s, b in beats.items() if b]
-    out["labels_beat_baselines"] = bool(out["scorers_beating_both_baselines"])
-    out["statement"] = " ".join(lines) + (
-        ""
-        if out["labels_beat_baselines"]
-        else " No scorer puts these labels above both baselines: read them as "
-        "unvalidated guesses, not descriptions."
-    )
-    return out
-
-
-def _compare(df, scorer, base, rng, n_boot) -> dict:
-    missing = pd.Series(np.nan, index=df.index)
-    a = df.get(f"{scorer}_auroc", missing).to_numpy(float)
-    b = df.get(f"{_col(base, scorer)}_auroc", missing).to_numpy(float)
-    both = ~np.isnan(a) & ~np.isnan(b)
-    d = a[both] - b[both]
-    item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
-    pattern = base == "pattern_label"
-    name = "token-pattern label" if pattern else base.replace("_", " ") + " baseline"
-    if len(d) == 0:
-        item["line"] = f"{scorer} vs {name}: nothing to compare."
-        return item
-    boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    item.update(
-        label_mean=float(a[both].mean()),
-        baseline_mean=float(b[both].mean()),
-        diff_mean=float(d.mean()),
-        ci95=[float(lo), float(hi)],
-        better=bool(lo > 0),
-    )
-    word = "BETTER than" if lo > 0 else "NO BETTER than"
-    item["line"] = (
-        f"{scorer}: {'LLM ' if pattern else ''}labels are {word} the {name} (AUROC "
-        f"{a[both].mean():.2f} vs {b[both].mean():.2f}, difference 95% CI "
-        f"[{lo:.2f}, {hi:.2f}], {len(d)} features)."
-    )
-    return item
-
-
-def _median(df: pd.DataFrame, col: str) -> float | None:
-    v = df[col].dropna() if col in df else pd.Series(dtype=float)
-    return float(v.median()) if len(v) else None
-
-
-def _reasons(reasons: pd.Series) -> dict[str, int]:
-    """Failure reasons counted, numbers folded ("same label for N features")."""
-    folded = reasons.str.replace(r"\d+", "N", regex=True).str.slice(0, 80)
-    return {k: int(v) for k, v in folded.value_counts().items()}
-
-
 # ---------------------------------------------------------------- stage
 
 
@@ -469,15 +376,18 @@ def make_labels(
     corpus: str | Path | None = None,
     figure_out: str | Path | None = None,
     token_caches: Sequence[str | Path] = (),
+    patterns_out: str | Path | None = None,
 ) -> None:
     """Rule label_features: choose, label and score features; write the tables.
     With the domain `corpus` and its event families (the synthetic headlines),
     each feature also gets its family, purity and whether the label names it.
     `token_caches`: activation caches whose token ids give the corpus' token
-    frequencies for the lift ranking (none: those of the examples)."""
+    frequencies for the lift ranking (none: those of the examples).
+    `patterns_out`: the token-pattern label of every feature of every labelled
+    model × layer (model, layer, feature, pattern_label, lift_tokens)."""
     from saeflow.examples.collect import load_examples
     from saeflow.labels.labelers import make_labeler
-    from saeflow.workflow.io import write_csv, write_json
+    from saeflow.workflow.io import write_csv, write_json, write_parquet
 
     t_start = time.perf_counter()
     background = corpus_background(token_caches) if token_caches else None
@@ -533,10 +443,30 @@ def make_labels(
     )
     log.info("labels: %s", summary["statement"])
     write_json(summary, summary_out)
+    if patterns_out:
+        write_parquet(all_token_patterns(examples, background, cfg), patterns_out)
     if figure_out:
         from saeflow.labels.plots import plot_label_scores
 
         plot_label_scores(df, SCORERS, figure_out)
+
+
+def all_token_patterns(
+    examples: dict[tuple[str, int], str | Path],
+    background: Background | None,
+    cfg: LabelsConfig,
+) -> pd.DataFrame:
+    """`token_patterns` of every feature of every (model, layer) examples table."""
+    from saeflow.examples.collect import load_examples
+
+    parts = []
+    for (model, layer), path in examples.items():
+        ex = load_examples(path)
+        bg = background or background_of(ex.tokens)
+        t = token_patterns(ex, bg, cfg.n_lift_tokens, cfg.pattern_tokens)
+        parts.append(t.assign(model=model, layer=int(layer)))
+    cols = ["model", "layer", "feature", "pattern_label", "lift_tokens"]
+    return pd.concat(parts)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 def shown_labels(df: pd.DataFrame) -> tuple[list, list]:
@@ -563,58 +493,6 @@ def shown_labels(df: pd.DataFrame) -> tuple[list, list]:
             text.append(None)
             source.append(None)
     return text, source
-
-
-DONE = {"n_labeled": 20, "seconds_stage": 360.0, "naming_rate": 0.5}
-"""Issue #20's bar for the default run."""
-
-
-def done_criteria(summary: dict) -> dict:
-    """Issue #20's criteria, each with its figure, whether it is met, and a
-    sentence that says it."""
-    out = {}
-    n = summary["n_labeled"]
-    out["labelled"] = _crit(n >= DONE["n_labeled"], f"{n} features labelled (bar 20)")
-    sec = summary.get("seconds_stage", np.nan)
-    out["stage_time"] = _crit(
-        sec <= DONE["seconds_stage"], f"labels stage {sec:.0f} s (bar 360 s)"
-    )
-    truth = summary.get("ground_truth")
-    if isinstance(truth, dict) and truth["n_features_with_a_family"]:
-        rate, n_fam = truth["label_naming_rate"], truth["n_features_with_a_family"]
-        out["names_family"] = _crit(
-            rate >= DONE["naming_rate"],
-            f"labels name the family of {truth['labels_naming_family']} of {n_fam} "
-            f"features with purity >= {truth['min_purity']} ({rate:.0%}, bar 50 %;"
-            f" shuffled labels {truth['shuffled_label_naming_rate']:.0%})",
-        )
-    emb = next(
-        (
-            c
-            for c in summary["comparisons"]
-            if c["scorer"] == "embedding" and c["baseline"] == "shuffled_label"
-        ),
-        None,
-    )
-    if emb and "ci95" in emb:
-        lo, hi = emb["ci95"]
-        out["embedding_beats_shuffled"] = _crit(
-            emb["better"],
-            f"embedding label minus shuffled label {emb['diff_mean']:+.2f} "
-            f"[{lo:+.2f}, {hi:+.2f}] (bar: interval above 0)",
-        )
-    beats = summary.get("llm_beats_pattern_on", [])
-    out["llm_beats_pattern"] = _crit(
-        bool(beats),
-        "the LLM label beats the token-pattern label on "
-        + (", ".join(beats) if beats else "no scorer")
-        + " (bar: at least one)",
-    )
-    return out
-
-
-def _crit(met, says: str) -> dict:
-    return {"met": bool(met), "says": says}
 
 
 def _peak_rss_mb() -> float:

@@ -96,10 +96,15 @@ def lift_ranking(
     top = examples[examples["split"] == "explain"]
     hits: Counter[str] = Counter()
     in_examples: Counter[str] = Counter()
+    first_piece: dict[str, str] = {}
     for tokens, acts in zip(top.tokens, top.acts, strict=True):
         marks = strong_tokens(acts)
-        strong = [word(t) for t, s in zip(tokens, marks, strict=True) if s]
-        strong = [t for t in strong if t and any(c.isalnum() for c in t)]
+        # A strong piece counts for its whole word ("buy ##back": buyback).
+        strong = []
+        for w, first, span in _word_spans(tokens):
+            if marks[span].any() and any(c.isalnum() for c in w):
+                strong.append(w)
+                first_piece[w] = first
         hits.update(strong)
         in_examples.update(set(strong))
     total = sum(hits.values())
@@ -109,7 +114,9 @@ def lift_ranking(
     for tok, c in hits.items():
         if in_examples[tok] < floor:
             continue
-        freq = (background.counts.get(tok, 0) + 1) / (background.n_tokens + vocab)
+        # A word split into pieces is at most as common as its first piece.
+        count = background.counts.get(first_piece[tok], 0)
+        freq = (count + 1) / (background.n_tokens + vocab)
         share = c / total
         out.append(TokenLift(tok, share, in_examples[tok], freq, share / freq))
     out.sort(key=lambda t: (-t.lift, -t.share, t.token))
@@ -136,3 +143,70 @@ def _round_lift(x: float) -> int:
         return max(1, round(x))
     digits = int(math.floor(math.log10(x))) - 1
     return int(round(x, -digits))
+
+
+def token_patterns(
+    examples: pd.DataFrame, background: Background, n: int = 5, k: int = 3
+) -> pd.DataFrame:
+    """The token-pattern label and lift ranking of every feature with top
+    examples: columns feature, pattern_label, lift_tokens (what the viewer's
+    feature table shows for features no LLM labelled)."""
+    top = examples[examples["split"] == "explain"]
+    rows = []
+    for feature, ex in top.groupby("feature", sort=True):
+        lifts = lift_ranking(ex, background, n)
+        rows.append((int(feature), pattern_label(lifts, k), describe_lifts(lifts)))
+    return pd.DataFrame(rows, columns=["feature", "pattern_label", "lift_tokens"])
+
+
+def context_ranking(
+    examples: pd.DataFrame,
+    background: Background,
+    n: int = 5,
+    min_share: float = 0.25,
+    exclude: Iterable[str] = (),
+) -> list[TokenLift]:
+    """The `n` words with the highest lift in the whole windows of the
+    feature's top examples (not only where it fires), each in at least
+    `min_share` of them; share here is the share of examples containing the
+    word. A feature that fires on "per" in "$0.45 per share" headlines has
+    "dividend" around it: what names the event is often next to the peak."""
+    top = examples[examples["split"] == "explain"]
+    seen: Counter[str] = Counter()
+    first_piece: dict[str, str] = {}
+    for tokens in top.tokens:
+        words = _whole_words(tokens)
+        first_piece.update(words)
+        seen.update({w for w in words if w.isalpha() and len(w) > 2})
+    skip = set(exclude)
+    vocab = max(1, len(background.counts))
+    out = []
+    for tok, c in seen.items():
+        share = c / max(1, len(top))
+        if share < min_share or tok in skip:
+            continue
+        # A word split into pieces is at most as common as its first piece.
+        count = background.counts.get(first_piece[tok], 0)
+        freq = (count + 1) / (background.n_tokens + vocab)
+        out.append(TokenLift(tok, share, c, freq, share / freq))
+    out.sort(key=lambda t: (-t.lift, -t.share, t.token))
+    return out[:n]
+
+
+def _whole_words(tokens: Sequence[str]) -> dict[str, str]:
+    """WordPiece tokens joined into words ("divide", "##nds" -> "dividends"),
+    each with its first piece as `word` keys it."""
+    return {w: first for w, first, _ in _word_spans(tokens)}
+
+
+def _word_spans(tokens: Sequence[str]) -> list[tuple[str, str, slice]]:
+    """(word, its first piece, its token positions) of each word: WordPiece
+    continuations (##) joined to the token before them."""
+    out: list[tuple[str, str, slice]] = []
+    for i, tok in enumerate(map(str, tokens)):
+        if tok.startswith("##") and out:
+            w, first, span = out[-1]
+            out[-1] = (w + tok[2:].lower(), first, slice(span.start, i + 1))
+        else:
+            out.append((word(tok), word(tok), slice(i, i + 1)))
+    return [x for x in out if x[0]]

@@ -98,6 +98,8 @@ class ExplainInput(NamedTuple):
     contrast_rows: list[int]
     """Index labels (in the examples table) of the near-misses shown: the
     scorers leave them out."""
+    context: str
+    """Words common around its peaks, ranked by lift ("dividend, payable")."""
 
 
 def explain_input(
@@ -105,13 +107,15 @@ def explain_input(
     n: int,
     tokens: Sequence[str],
     n_contrast: int = 2,
+    context: Sequence[str] = (),
     before: int = 8,
     after: int = 3,
 ) -> ExplainInput:
     """The n strongest top examples of a feature as windows of `before` tokens
     before the peak and `after` after it (tokens at half the peak or more
-    marked), its `tokens` (ranked by lift, `saeflow.labels.patterns`), and
-    `n_contrast` near-misses (similar negatives, windows as wide)."""
+    marked), its `tokens` (ranked by lift, `saeflow.labels.patterns`), the
+    `context` words around them, and `n_contrast` near-misses (similar
+    negatives, windows as wide)."""
     top = examples[examples["split"] == "explain"]
     strongest = top.nlargest(n, "activation")
     snippets = [
@@ -125,7 +129,9 @@ def explain_input(
         _window(t, [False] * len(t), int(p), before, after)
         for t, p in zip(near.tokens, near.peak, strict=True)
     ]
-    return ExplainInput(snippets, ", ".join(tokens), contrast, list(near.index))
+    return ExplainInput(
+        snippets, ", ".join(tokens), contrast, list(near.index), ", ".join(context)
+    )
 
 
 def _window(tokens, marks, peak: int, before: int, after: int) -> str:

@@ -50,6 +50,17 @@ METRICS = {
 }
 CROSSCODER_ONLY = {"relative_norm"}
 SCORE_COLUMNS = ("score", "label_score", "detection_score", "fuzzing_score")
+LABEL_EXTRA_COLUMNS = (
+    "pattern_label",
+    "shown_label",
+    "shown_label_source",
+    *(
+        f"{kind}{scorer}_auroc"
+        for kind in ("", "pattern_label_")
+        for scorer in ("detection", "fuzzing", "embedding")
+    ),
+)
+"""Columns of the labels table carried into the feature table when present."""
 
 
 @torch.no_grad()
@@ -105,6 +116,10 @@ def _labels(labels: pd.DataFrame, model: str, layer: int) -> pd.DataFrame:
     score = next((c for c in SCORE_COLUMNS if c in labels.columns), None)
     out = pd.DataFrame({"feature": mine["feature"].astype(int), "label": mine["label"]})
     out["label_score"] = mine[score].astype(float) if score else np.nan
+    # The token-pattern label (no LLM) and which of the two the viewer shows,
+    # with each scorer's AUROC of both (tables from before issue #20 lack them).
+    for col in LABEL_EXTRA_COLUMNS:
+        out[col] = mine[col] if col in mine else None
     return out.drop_duplicates("feature")
 
 
@@ -115,6 +130,7 @@ def feature_table(
     other_spec: pd.DataFrame | None = None,
     matches: pd.DataFrame | None = None,
     labels: pd.DataFrame | None = None,
+    patterns: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """All features of one model × layer with every metric, sorted by feature id.
 
@@ -140,6 +156,13 @@ def feature_table(
     else:
         t["label"] = None
         t["label_score"] = np.nan
+        for col in LABEL_EXTRA_COLUMNS:
+            t[col] = None
+    if patterns is not None:
+        # Every feature's token pattern, where the labels table has none.
+        mine = patterns[(patterns["model"] == model) & (patterns["layer"] == layer)]
+        known = mine.set_index("feature")["pattern_label"]
+        t["pattern_label"] = t["pattern_label"].fillna(t["feature"].map(known))
     return t
 
 
@@ -179,8 +202,10 @@ def make_viewer_features(
     out_hist: str | Path,
     latents: str | Path | None = None,
     model_specs: dict[str, str | Path] | None = None,
+    patterns: str | Path | None = None,
 ) -> None:
     """Write the feature table and histograms of one model × layer.
+    `patterns`: the labels stage's token-pattern label of every feature.
 
     The crosscoder's table also takes its `latents` table and each model's
     specialization table (`model_specs`: model -> path).
@@ -192,6 +217,7 @@ def make_viewer_features(
         pd.read_parquet(other_spec) if other_spec else None,
         pd.read_parquet(matches) if matches else None,
         pd.read_csv(labels) if labels else None,
+        pd.read_parquet(patterns) if patterns else None,
     )
     if latents is not None:
         cc = crosscoder_columns(

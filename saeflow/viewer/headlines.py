@@ -4,15 +4,17 @@ classifier's prediction and its strongest SAE features.
 - ``headlines.parquet``: doc_id, text, label, prediction, confidence, correct,
   held_out (in the fine-tuning evaluation split) — one row per domain document
   present in the activation cache, in corpus order;
-- ``finetuned/layer_{L}/headline_features.parquet``: doc_id, features, acts —
-  per document the `top_n` features of the fine-tuned model's SAE by their
-  maximum activation over the document's tokens.
+- ``finetuned/layer_{L}/headline_features.parquet``: doc_id, features, acts,
+  tokens — per document the `top_n` features of the fine-tuned model's SAE by
+  their maximum activation over the document's tokens, and the token each
+  peaks on (what an unlabelled feature's chip shows).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -33,8 +35,9 @@ log = logging.getLogger(__name__)
 
 def _doc_batches(
     path: str | Path, batch_size: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (doc [n], acts [n, D] float32) in runs that never split a document."""
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Yield (doc [n], acts [n, D] float32, first row) in runs that never split
+    a document."""
     with h5py.File(path, "r") as f:
         doc = f["doc"][:]
         n = len(doc)
@@ -45,31 +48,50 @@ def _doc_batches(
             hi = int(bounds[np.searchsorted(bounds, lo + batch_size, "right") - 1])
             if hi <= lo:  # one document longer than a batch: take it whole
                 hi = int(bounds[np.searchsorted(bounds, lo, "right")])
-            yield doc[lo:hi], f["acts"][lo:hi].astype(np.float32, copy=False)
+            yield doc[lo:hi], f["acts"][lo:hi].astype(np.float32, copy=False), lo
             lo = hi
 
 
 @torch.no_grad()
 def headline_features(
-    sae: TopKSAE, acts_path: str | Path, top_n: int, batch_size: int
+    sae: TopKSAE,
+    acts_path: str | Path,
+    top_n: int,
+    batch_size: int,
+    decode: Callable[[int], str] | None = None,
 ) -> pd.DataFrame:
-    """Per document of a cache: its top_n features by max activation over tokens."""
+    """Per document of a cache: its top_n features by max activation over
+    tokens, and (with `decode`, token id -> text) the token each peaks on."""
     with h5py.File(acts_path, "r") as f:
         doc_ids = f["doc_ids"].asstr()[:]
+        token_id = f["token_id"][:] if decode else None
     m = sae.shape.n_latents
     device = sae.W_dec.device
-    rows: list[tuple[str, list[int], list[float]]] = []
-    for doc, x in _doc_batches(acts_path, batch_size):
+    rows: list[tuple[str, list[int], list[float], list[str]]] = []
+    for doc, x, first in _doc_batches(acts_path, batch_size):
         code = sae.encode(torch.from_numpy(x).to(device))
         docs, local = np.unique(doc, return_inverse=True)
         peak = torch.zeros(len(docs) * m, device=device)  # (docs × M) max per doc
         key = torch.from_numpy(local).to(device)[:, None] * m + code.idx
         peak.scatter_reduce_(0, key.ravel(), code.vals.ravel(), reduce="amax")
+        # The row where each (doc, feature) reaches its peak: (docs × M).
+        at_peak = (code.vals == peak[key]) & (code.vals > 0)
+        rows_of = torch.arange(len(doc), device=device)[:, None].expand_as(key)
+        where = torch.full((len(docs) * m,), -1, dtype=torch.long, device=device)
+        where.scatter_(0, key[at_peak], rows_of[at_peak])
         vals, idx = peak.view(len(docs), m).topk(min(top_n, m), dim=1)
-        for d, v, i in zip(docs, vals.cpu().numpy(), idx.cpu().numpy(), strict=True):
+        where = where.view(len(docs), m).gather(1, idx).cpu().numpy()
+        for d, v, i, w in zip(
+            docs, vals.cpu().numpy(), idx.cpu().numpy(), where, strict=True
+        ):
             keep = v > 0
-            rows.append((doc_ids[d], i[keep].tolist(), v[keep].round(4).tolist()))
-    return pd.DataFrame(rows, columns=["doc_id", "features", "acts"])
+            tokens = (
+                [decode(int(token_id[first + r])) for r in w[keep]] if decode else []
+            )
+            rows.append(
+                (doc_ids[d], i[keep].tolist(), v[keep].round(4).tolist(), tokens)
+            )
+    return pd.DataFrame(rows, columns=["doc_id", "features", "acts", "tokens"])
 
 
 def classifier_ref(ref: str) -> str | None:
@@ -158,8 +180,10 @@ def make_viewer_headlines(
         log.info("%s has no classification head: no predictions", model_ref)
     table = headline_table(pd.read_parquet(corpus), cached, ref, finetune, seed, dev)
     write_parquet(table, out_table)
+    tok = load_tokenizer(model_ref)
+    decode = functools.cache(lambda i: tok.decode([i]).strip())
     for layer, path in acts.items():
         sae = TopKSAE.load(saes[layer], dev)
-        top = headline_features(sae, path, top_n, batch_size)
+        top = headline_features(sae, path, top_n, batch_size, decode)
         write_parquet(top, out_features[layer])
         log.info("headline features layer %d: %d documents", layer, len(top))

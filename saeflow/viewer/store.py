@@ -29,6 +29,10 @@ LIST_COLUMNS = [
     "feature",
     "label",
     "label_score",
+    "pattern_label",
+    "shown_label_source",
+    "embedding_auroc",
+    "pattern_label_embedding_auroc",
     "mean_activation_domain",
     "max_activation_domain",
     "frac_active_domain",
@@ -191,7 +195,7 @@ class RunData:
         off = parse_int(offset, "offset", 0)
         t = self.table(model, n)
         rows = self._order(model, n, metric, order != "asc")[off : off + lim]
-        page = t.iloc[rows][LIST_COLUMNS]
+        page = t.iloc[rows][[c for c in LIST_COLUMNS if c in t]]
         return {
             "model": model,
             "layer": n,
@@ -335,12 +339,17 @@ class RunData:
             chips = []
             if rec["doc_id"] in feats.index:
                 hit = feats.loc[rec["doc_id"]]
-                for f, a in zip(hit["features"], hit["acts"], strict=True):
+                # Older runs have no peak tokens: the chip then says "unlabelled".
+                tokens = hit["tokens"] if "tokens" in hit else None
+                if tokens is None or len(tokens) != len(hit["features"]):
+                    tokens = [None] * len(hit["features"])
+                for f, a, tok in zip(hit["features"], hit["acts"], tokens, strict=True):
                     chips.append(
                         {
                             "id": int(f),
                             "act": round(float(a), 4),
                             "label": _json_value(labels[f]),
+                            "token": tok,
                         }
                     )
             items.append({**rec, "features": chips})

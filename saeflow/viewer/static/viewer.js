@@ -71,8 +71,10 @@ function route() {
 }
 
 // ---- headlines tab ---------------------------------------------------------
+// An unlabelled feature's chip names the token it peaks on in this headline.
 function chip(layer, f) {
-  const name = `Feature ${f.id}: ${f.label || "unlabelled"}`;
+  const what = f.label || (f.token ? `fires on “${f.token}”` : "unlabelled");
+  const name = `Feature ${f.id}: ${what}`;
   return el("button", {
     class: "chip", title: `activation ${fmt(f.act, 2)}`, text: name,
     onclick: () => openFeature("finetuned", layer, f.id, true),
@@ -143,7 +145,7 @@ async function loadFeatures() {
     $("#ft-table tbody").replaceChildren(...page.items.map((f) => {
       const tr = el("tr", { "data-id": f.feature, onclick: () => openFeature(s.model, s.layer, f.feature, true) },
         el("td", { text: f.feature }),
-        el("td", { text: f.label || "" }),
+        labelCell(f),
         el("td", { class: "num", text: fmt(f[s.metric]) }));
       if (f.feature === s.selected) tr.classList.add("selected");
       return tr;
@@ -151,6 +153,21 @@ async function loadFeatures() {
     $("#ft-range").textContent = ` ${page.offset + 1}–${page.offset + page.items.length} of ${page.total} `;
     showError(null);
   } catch (err) { showError(err); }
+}
+
+// The features table's label: the LLM label where it scores at least its token
+// pattern (embedding AUROC shown beside the pattern's), the token pattern otherwise.
+function labelCell(f) {
+  const auroc = (v) => (v == null ? "–" : fmt(v, 2));
+  const scores = f.embedding_auroc == null ? "" :
+    `embedding AUROC ${auroc(f.embedding_auroc)} vs pattern ${auroc(f.pattern_label_embedding_auroc)}`;
+  const pattern = f.pattern_label ? el("span", { class: "muted", text: f.pattern_label }) : null;
+  if (f.label && f.shown_label_source !== "pattern") {
+    return el("td", { title: scores }, el("span", { text: f.label }),
+      pattern ? el("div", {}, pattern) : null);
+  }
+  const lost = f.label ? el("div", { class: "muted", text: `LLM: ${f.label} (lost)`, title: scores }) : null;
+  return el("td", { title: scores }, pattern, lost);
 }
 
 // One line on how good this SAE is: reconstruction, and the model run with it.
