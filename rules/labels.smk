@@ -19,15 +19,17 @@ LABELER_MODEL = "results/labels/labeler_model"
 
 
 rule prepare_labeler:
-    """Convert the GGUF labeler into a transformers folder once, early: loading a
-    GGUF costs ~30 s per load on 2 cores, the folder about one second."""
+    """Join the GGUF labeler's parts (SHA-256 checked) and convert it into a
+    transformers folder once, early: parsing a GGUF costs ~30 s (135M) to ~9 min
+    (1.5B) per load on 2 cores, the folder seconds."""
     output:
         directory(LABELER_MODEL),
     log:
         "logs/labels/prepare_labeler.log",
     threads: 1
     resources:
-        mem_mb=3000,
+        # Qwen2.5-Coder-1.5B dequantised to fp32: ~9 GB peak (SmolLM2: ~1 GB).
+        mem_mb=10000,
     params:
         # Only what picks the weights: answer settings do not redo the conversion.
         weights=LABELS_CFG.labeler.weights(),
@@ -92,7 +94,8 @@ rule label_features:
     priority: 5
     threads: 1
     resources:
-        mem_mb=4000,
+        # The 1.5B labeler in fp32: ~7 GB peak for the stage.
+        mem_mb=8000,
     params:
         cfg=Tracked(LABELS_CFG),
         label_keys=LABEL_KEYS,
