@@ -121,8 +121,24 @@ def rule_of(rel_path: str) -> str | None:
     return None
 
 
+# Benchmark file -> log file where the two paths differ (else same path, .log).
+LOG_ALIASES = {r"^compare/(layer_\d+)/transfer$": r"compare/\1/measure_transfer"}
+
+
+def job_usage(log_path: Path) -> dict[str, float] | None:
+    """The `resources:` line saeflow.workflow.script.job writes last in a job's
+    log (exact CPU seconds and peak RSS), or None."""
+    if not log_path.exists():
+        return None
+    found = re.findall(r"resources: (\{.*\})", log_path.read_text(errors="replace"))
+    return json.loads(found[-1]) if found else None
+
+
 def read_benchmarks(folder: Path, since: float = 0.0) -> list[Job]:
-    """Every Snakemake benchmark TSV under `folder` written after `since`."""
+    """Every Snakemake benchmark TSV under `folder` written after `since`. Wall
+    seconds and bytes written come from the TSV; CPU seconds and peak RSS from
+    the job's log when it has them (the TSV's are sampled: every 30 s after the
+    first 30 s), else from the TSV."""
     jobs = []
     for path in sorted(folder.rglob("*.tsv")):
         if path.stat().st_mtime < since:
@@ -136,14 +152,18 @@ def read_benchmarks(folder: Path, since: float = 0.0) -> list[Job]:
             else np.nan
             for key in ("s", "max_rss", "io_out", "cpu_time")
         }
+        stem = rel.removesuffix(".tsv")
+        for pattern, alias in LOG_ALIASES.items():
+            stem = re.sub(pattern, alias, stem)
+        used = job_usage(folder.parent / "logs" / f"{stem}.log") or {}
         jobs.append(
             Job(
                 rule_of(rel) or rel,
                 rel,
                 num["s"],
-                num["max_rss"],
+                used.get("max_rss_mb", num["max_rss"]),
                 num["io_out"],
-                num["cpu_time"],
+                used.get("cpu_s", num["cpu_time"]),
             )
         )
     return jobs

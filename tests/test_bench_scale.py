@@ -38,7 +38,8 @@ def test_fit_growth_refuses_zero_times(scale):
         scale.fit_growth([1, 2], [1, 1], [0.0, 1.0])
 
 
-def test_read_benchmarks_names_rules(scale, tmp_path):
+def test_read_benchmarks_names_rules(scale, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("work") / "benchmarks"
     header = (
         "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load"
         "\tcpu_time\n"
@@ -53,7 +54,16 @@ def test_read_benchmarks_names_rules(scale, tmp_path):
         path.write_text(
             header + f"{secs}\t0:00:12\t812.5\t900\t800\t805\t1.0\t64.0\t90\t9.5\n"
         )
+    # A job log's closing resources line (exact) wins over the sampled TSV.
+    log = tmp_path.parent / "logs" / "compare" / "layer_6" / "match_features.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        'x INFO saeflow.workflow.script: resources: {"wall_s": 39.0, '
+        '"cpu_s": 37.5, "max_rss_mb": 1500.0}\n'
+    )
     jobs = {j.path: j for j in scale.read_benchmarks(tmp_path)}
+    assert jobs["compare/layer_6/match_features.tsv"].cpu_s == 37.5
+    assert jobs["compare/layer_6/match_features.tsv"].max_rss_mb == 1500.0
     assert jobs["sae/base/layer_6.tsv"].rule == "train_sae"
     assert jobs["sae/base/layer_6/replicate_1.tsv"].rule == "train_sae_replicate"
     assert jobs["compare/layer_6/match_features.tsv"].seconds == 40.0

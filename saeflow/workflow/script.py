@@ -5,16 +5,21 @@ torch's thread count from the rule's `threads`, and is the single place where
 per-job bookkeeping lives: after the body succeeds it fills each declared digest
 output `<x>.sha256` of an output `<x>` (saeflow/workflow/digest.py) and writes a
 provenance record for every output (saeflow/workflow/provenance.py). The
-scheduler's job id and CUDA_VISIBLE_DEVICES go to the log and the record.
+scheduler's job id and CUDA_VISIBLE_DEVICES go to the log and the record; the
+job's CPU seconds and peak RSS (getrusage: exact, where Snakemake's benchmark
+files sample every 30 s after a job's first 30 s) close the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import resource
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +73,7 @@ def job(sm: Any) -> Iterator[Any]:
     """Set up one Snakemake job (the `snakemake` object of a script) and yield it;
     on success, write its declared digests and each output's provenance record."""
     setup_logging(sm.log[0] if sm.log else None, sm.threads)
-    started = now()
+    started, clock = now(), time.perf_counter()
     log.info(
         "rule %s %s on %s; SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s",
         sm.rule,
@@ -83,3 +88,16 @@ def job(sm: Any) -> Iterator[Any]:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes outputs
         write_digests(list(sm.output))  # <x>.sha256 beside <x> (workflow/digest.py)
         write_records(job_record(sm, started, inputs), list(sm.output))
+    log.info("resources: %s", json.dumps(usage(clock)))
+
+
+def usage(since: float) -> dict[str, float]:
+    """Wall seconds since `since` (perf_counter), CPU seconds (user + system, this
+    process and its waited-for children) and peak RSS in MB of either."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "wall_s": round(time.perf_counter() - since, 2),
+        "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 2),
+        "max_rss_mb": round(max(own.ru_maxrss, kids.ru_maxrss) / 1024, 1),
+    }
