@@ -26,7 +26,7 @@ from saeflow.workflow.audit import audit
 from saeflow.workflow.provenance import PROVENANCE_DIR, read_record, record_path
 
 # Fields that measure speed, not results (docs/reproducibility.md).
-TIMING = re.compile(r"per_s$|seconds|elapsed|wall|duration")
+TIMING = re.compile(r"per_s$|_s$|seconds|elapsed|wall|duration")
 
 pytestmark = pytest.mark.slow
 
