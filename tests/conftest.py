@@ -155,6 +155,27 @@ def fresh_workdir(base: Path, tiny_bert: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chat_llama(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny random Llama with a chat template added, and "Yes"/"No" as
+    single tokens (its 400-piece vocabulary has neither; real labelers do)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("chat_llama")
+    shutil.copytree(tiny_llama, out, dirs_exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant:{% endif %}"
+    )
+    tok.add_tokens(["Yes", "No"])
+    tok.save_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_bert) -> Path:
     """A complete `snakemake --cores 2` run of tiny.yaml (rule all: spine, compare,
     examples, viewer, backtest). Tests must not change it: copy it to edit."""

@@ -6,7 +6,6 @@ a crash."""
 
 import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -197,27 +196,6 @@ def test_render_tokens_joins_wordpiece_and_bpe():
 
 
 # ------------------------------------------------------------ local transformers
-
-
-@pytest.fixture(scope="module")
-def chat_llama(tiny_llama, tmp_path_factory) -> Path:
-    """The tiny random Llama with a chat template added, and "Yes"/"No" as
-    single tokens (its 400-piece vocabulary has neither; real labelers do)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("chat_llama")
-    shutil.copytree(tiny_llama, out, dirs_exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(tiny_llama)
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant:{% endif %}"
-    )
-    tok.add_tokens(["Yes", "No"])
-    tok.save_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    model.resize_token_embeddings(len(tok), mean_resizing=False)
-    model.save_pretrained(out)
-    return out
 
 
 def local(path: Path) -> TransformersLabeler:

@@ -33,28 +33,6 @@ def labeler(path: Path, **kw) -> TransformersLabeler:
     return TransformersLabeler(cfg)
 
 
-@pytest.fixture(scope="module")
-def chat_model(tiny_llama, tmp_path_factory) -> Path:
-    """The tiny random Llama with a chat template and single-token Yes/No."""
-    import shutil
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("chat_model")
-    shutil.copytree(tiny_llama, out, dirs_exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(tiny_llama)
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}assistant:{% endif %}"
-    )
-    tok.add_tokens(["Yes", "No"])
-    tok.save_pretrained(out)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    model.resize_token_embeddings(len(tok), mean_resizing=False)
-    model.save_pretrained(out)
-    return out
-
-
 def judge_prompts() -> list:
     """Questions as a feature asks them: per label and task, many snippets of
     different lengths after one shared description."""
@@ -74,10 +52,10 @@ def judge_prompts() -> list:
     ]
 
 
-def test_prefix_cached_judge_matches_the_uncached_one(chat_model):
+def test_prefix_cached_judge_matches_the_uncached_one(chat_llama):
     prompts = judge_prompts()
-    plain = labeler(chat_model, prefix_cache=False).judge(prompts)
-    cached_lab = labeler(chat_model, prefix_cache=True)
+    plain = labeler(chat_llama, prefix_cache=False).judge(prompts)
+    cached_lab = labeler(chat_llama, prefix_cache=True)
     cached = cached_lab.judge(prompts)
     seqs = [cached_lab._ids(p) for p in prompts]
     groups = prefix_groups(seqs, 16)
@@ -100,10 +78,10 @@ def test_prefix_groups_split_where_prompts_diverge_early():
     assert prefix_groups([a, b], 25) == [(0, [0]), (0, [1])]
 
 
-def test_int8_labeler_judges_close_to_fp32_and_says_so_in_its_identity(chat_model):
+def test_int8_labeler_judges_close_to_fp32_and_says_so_in_its_identity(chat_llama):
     prompts = judge_prompts()[:5]
-    fp32 = labeler(chat_model).judge(prompts)
-    q = labeler(chat_model, quantize="int8")
+    fp32 = labeler(chat_llama).judge(prompts)
+    q = labeler(chat_llama, quantize="int8")
     int8 = q.judge(prompts)
     import torch
 
@@ -111,7 +89,7 @@ def test_int8_labeler_judges_close_to_fp32_and_says_so_in_its_identity(chat_mode
         isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q._model.modules()
     )
     assert q.identity()["quantize"] == "int8"
-    assert "quantize" not in labeler(chat_model).identity()
+    assert "quantize" not in labeler(chat_llama).identity()
     diff = [abs(a.p_yes - b.p_yes) for a, b in zip(fp32, int8, strict=True)]
     assert max(diff) < 0.05
 
@@ -182,7 +160,7 @@ def test_a_corrupted_model_file_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("beams", [1, 3])
-def test_prefix_cached_labels_match_uncached_generation(chat_model, beams):
+def test_prefix_cached_labels_match_uncached_generation(chat_llama, beams):
     """The explanation prompts share their system turn and worked examples; run
     once and reused, that prefix changes no answer, greedy or beam search."""
     prompts = [
@@ -195,8 +173,8 @@ def test_prefix_cached_labels_match_uncached_generation(chat_model, beams):
             ("court", "A <<court>> ruled", "court shoes"),
         ]
     ]
-    plain = labeler(chat_model, prefix_cache=False, num_beams=beams, max_new_tokens=6)
-    cached = labeler(chat_model, prefix_cache=True, num_beams=beams, max_new_tokens=6)
+    plain = labeler(chat_llama, prefix_cache=False, num_beams=beams, max_new_tokens=6)
+    cached = labeler(chat_llama, prefix_cache=True, num_beams=beams, max_new_tokens=6)
     a, b = plain.complete(prompts), cached.complete(prompts)
     assert cached._kv[0] and len(cached._kv[0]) >= 16  # the prefix really was cached
     assert [c.text for c in a] == [c.text for c in b]
