@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from saeflow.compare.coactivation import TokenAlignmentError, align_tokens
+from saeflow.crosscoder.data import check_same_tokens
 from saeflow.sae.model import TopKSAE
 from saeflow.workflow.io import atomic_path
 
@@ -61,11 +61,7 @@ def write_paired_cache(
 ) -> None:
     """Write `out`: a virtual 2D-wide `acts` over the two caches, plus row columns."""
     base, finetuned, out = Path(base), Path(finetuned), Path(out)
-    if not align_tokens(base, finetuned, 1.0).report["identical"]:
-        raise TokenAlignmentError(
-            f"{base} and {finetuned} do not hold the same tokens: the crosscoder "
-            "reads both models on identical tokens (a shared tokenizer)"
-        )
+    check_same_tokens(base, finetuned)
     with h5py.File(base, "r") as fb, h5py.File(finetuned, "r") as ff:
         ab, af = fb["acts"], ff["acts"]
         if ab.dtype != af.dtype:

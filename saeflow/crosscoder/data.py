@@ -25,6 +25,15 @@ SCALE_SAMPLE = 16_384
 """Rows per model used to estimate its scale."""
 
 
+def check_same_tokens(base: str | Path, finetuned: str | Path) -> None:
+    """Refuse two caches whose rows are not the same tokens in the same order."""
+    if not align_tokens(base, finetuned, 1.0).report["identical"]:
+        raise TokenAlignmentError(
+            f"{base} and {finetuned} do not hold the same tokens: the crosscoder "
+            "reads both models on identical tokens (a shared tokenizer)"
+        )
+
+
 class PairedActivationSource(ActivationSource):
     """An ActivationSource whose rows are both models' scaled activations.
 
@@ -41,11 +50,7 @@ class PairedActivationSource(ActivationSource):
         super().__init__(base_paths, holdout_fraction)
         self.partner = ActivationSource(finetuned_paths, holdout_fraction)
         for b, f in zip(self.paths, self.partner.paths, strict=True):
-            if not align_tokens(b, f, 1.0).report["identical"]:
-                raise TokenAlignmentError(
-                    f"{b} and {f} do not hold the same tokens: the crosscoder "
-                    "reads both models on identical tokens (a shared tokenizer)"
-                )
+            check_same_tokens(b, f)
         self.model_dim = self.d_model
         rng = np.random.default_rng(0)  # the scales are data, not a seeded choice
         self.scales = tuple(
