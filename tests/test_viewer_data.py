@@ -6,11 +6,13 @@ import os
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from saeflow.examples.collect import EXAMPLE_COLUMNS
 from saeflow.sae.model import SAEShape, TopKSAE
-from saeflow.viewer.data import feature_histograms, feature_table
+from saeflow.viewer.data import feature_histograms, feature_table, make_viewer_examples
 from saeflow.viewer.headlines import _doc_batches, headline_features
 from saeflow.viewer.store import NoViewerData, find_run
 
@@ -183,3 +185,49 @@ def test_find_run_picks_the_latest_built_viewer(tmp_path):
     assert find_run(tmp_path / "b") == tmp_path / "b" / "results"
     with pytest.raises(NoViewerData, match="manifest.json"):
         find_run(tmp_path / "nowhere")
+
+
+def _examples_table(n_features: int, per_feature: int) -> pd.DataFrame:
+    """Rows in feature order, kinds mixed within each feature."""
+    kinds = np.array(["top", "quantile", "negative_random", "negative_similar"])
+    n = n_features * per_feature
+    return pd.DataFrame(
+        {
+            "feature": np.repeat(np.arange(n_features), per_feature),
+            "kind": kinds[np.arange(n) % 3 * (np.arange(n) % 5 > 0)],
+            "split": "score",
+            "corpus": "domain",
+            "doc_id": [f"d{i}" for i in range(n)],
+            "row": np.arange(n),
+            "tokens": [["a", "b"]] * n,
+            "acts": [[0.0, float(i)] for i in range(n)],
+            "peak": 1,
+            "activation": np.arange(n, dtype=float),
+            "quantile": pd.array([None] * n, dtype="Float64"),
+        },
+        columns=EXAMPLE_COLUMNS,
+    )
+
+
+def test_viewer_examples_stream_in_batches(tmp_path):
+    """Batches that cut features in two give the whole-table sort."""
+    df = _examples_table(n_features=40, per_feature=7)
+    src = tmp_path / "examples.parquet"
+    df.to_parquet(src, index=False, row_group_size=50)
+    out = tmp_path / "viewer.parquet"
+    make_viewer_examples(src, row_group=16, out=out, batch_rows=23)
+
+    want = df.sort_values(["feature", "kind"], kind="stable").reset_index(drop=True)
+    got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(got, want)
+    meta = pq.ParquetFile(out).metadata
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= 16
+
+
+def test_viewer_examples_refuse_rows_out_of_feature_order(tmp_path):
+    df = _examples_table(n_features=10, per_feature=3).iloc[::-1]
+    src = tmp_path / "examples.parquet"
+    df.to_parquet(src, index=False)
+    with pytest.raises(ValueError, match="not in feature order"):
+        make_viewer_examples(src, row_group=16, out=tmp_path / "v.parquet")
+    assert not (tmp_path / "v.parquet").exists()

@@ -246,19 +246,41 @@ def make_viewer_features(
     log.info("viewer features %s layer %d: %d features", model, layer, len(table))
 
 
-def make_viewer_examples(examples: str | Path, row_group: int, out: str | Path) -> None:
-    """Sort the examples stage's table by feature into small row groups."""
-    df = pd.read_parquet(examples)
-    missing = sorted(set(EXAMPLE_COLUMNS) - set(df.columns))
+def make_viewer_examples(
+    examples: str | Path, row_group: int, out: str | Path, batch_rows: int = 65_536
+) -> None:
+    """Sort the examples stage's table by feature into small row groups.
+
+    The examples stage writes its rows in feature order, so this streams: it
+    reads `batch_rows` rows at a time and writes every feature below the batch's
+    last one, which it carries into the next batch (a feature may straddle two).
+    Memory is one batch, not the table (1.2 M rows at M = 24,576). A table out
+    of feature order is refused.
+    """
+    src = pq.ParquetFile(examples)
+    missing = sorted(set(EXAMPLE_COLUMNS) - set(src.schema_arrow.names))
     if missing:
         raise ValueError(f"{examples}: missing column(s) {missing}")
-    df = df[EXAMPLE_COLUMNS].sort_values(["feature", "kind"], kind="stable")
-    with atomic_path(out) as tmp:
-        pq.write_table(
-            pa.Table.from_pandas(df, preserve_index=False),
-            tmp,
-            row_group_size=row_group,
-        )
+    fields = [src.schema_arrow.field(c) for c in EXAMPLE_COLUMNS]
+    schema = pa.schema(fields, metadata=src.schema_arrow.metadata)  # pandas dtypes
+    order = [("feature", "ascending"), ("kind", "ascending")]  # Arrow's is stable
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        carry = schema.empty_table()
+        for batch in src.iter_batches(batch_size=batch_rows, columns=EXAMPLE_COLUMNS):
+            table = pa.concat_tables([carry, pa.Table.from_batches([batch], schema)])
+            feature = table["feature"].to_numpy()
+            if (np.diff(feature) < 0).any():
+                raise ValueError(
+                    f"{examples}: rows are not in feature order (the examples "
+                    "stage writes them so); rerun collect_feature_examples"
+                )
+            done = int(np.searchsorted(feature, feature[-1]))
+            if done:
+                writer.write_table(
+                    table[:done].sort_by(order), row_group_size=row_group
+                )
+            carry = table[done:]
+        writer.write_table(carry.sort_by(order), row_group_size=row_group)
 
 
 def run_notes(corpus: str | Path, finetune_metrics: str | Path | None) -> dict:
