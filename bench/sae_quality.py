@@ -15,6 +15,8 @@ and scored on the same held-out tokens:
   sign-SGD) on the optimized kernels path;
 * ``ours-ref``: the same with ``SAEFLOW_DISABLE_TRITON=1`` (torch references);
 * ``ours-adam``: Adam at lr 2e-4 / sqrt(M / 2^14) (the spine's former default);
+* ``ours-fast-fp32``: ``ours`` at ``sae.precision: fast-fp32`` (bf16 products in
+  the matmuls on a CPU with AMX or AVX512-BF16);
 * ``sparsify``: ``sparsify.SparseCoder`` trained as its Trainer does by default
   (``ScheduleFreeWrapper(SignSGD)``, lr 5e-3 / sqrt(M / 2^14), momentum 0.95,
   decoder renormalised before each step, b_dec set to the first batch's mean, no
@@ -162,6 +164,9 @@ def compare(label: str, source: ActivationSource, cfg: SAEConfig, methods) -> No
         "ours-adam": lambda: run_ours(
             source, SAEConfig(**(cfg.to_dict() | {"optimizer": "adam"})), False
         ),
+        "ours-fast-fp32": lambda: run_ours(
+            source, SAEConfig(**(cfg.to_dict() | {"precision": "fast-fp32"})), False
+        ),
         "sparsify": lambda: run_sparsify(source, cfg),
     }
     tokens = int(cfg.epochs * source.n_train // cfg.batch_size) * cfg.batch_size
@@ -185,6 +190,12 @@ def compare(label: str, source: ActivationSource, cfg: SAEConfig, methods) -> No
     if "ours" in results and "ours-ref" in results:
         rel = results["ours"]["fvu"] / results["ours-ref"]["fvu"] - 1
         print(f"  optimized vs reference FVU: {rel:+.2%}")
+    if "ours" in results and "ours-fast-fp32" in results:
+        fast, exact = results["ours-fast-fp32"], results["ours"]
+        print(
+            f"  fast-fp32 vs fp32: FVU {fast['fvu'] / exact['fvu'] - 1:+.2%}, "
+            f"tokens/s {fast['tokens_per_s'] / exact['tokens_per_s']:.2f}x"
+        )
     if "ours" in results and "sparsify" in results:
         ratio = results["ours"]["fvu"] / results["sparsify"]["fvu"]
         speed = results["ours"]["tokens_per_s"] / results["sparsify"]["tokens_per_s"]

@@ -10,9 +10,12 @@ in one process on the same random data and the same initial weights:
 * ``sparsify``: EleutherAI's ``SparseCoder`` (its eager path off the GPU), if
   ``eai-sparsify`` is installed (a benchmark-only dependency).
 
-Also printed: the fp32 matmul rate (4096^2) measured in the same run, and the
-fraction of each step the unavoidable encoder FLOPs (2 * N * D * M) would take
-at that rate. On CPU the implementations run interleaved, one step each per
+Each runs at ``--precision`` fp32 and fast-fp32 (``sae.precision: fast-fp32``:
+fp32 tensors, matmul products in TF32 on CUDA and bf16 on a CPU with AMX or
+AVX512-BF16; every implementation under the same setting). Also printed: the
+matmul rate (4096^2, fp32 tensors) at that precision measured in the same run,
+and the fraction of each step the unavoidable encoder FLOPs (2 * N * D * M)
+would take at that rate. On CPU the implementations run interleaved, one step each per
 round, and the median of the rounds is reported (the machine is shared); on
 CUDA each is timed with ``triton.testing.do_bench`` and its peak memory beyond
 what was allocated before the step is printed too.
@@ -23,6 +26,7 @@ what was allocated before the step is printed too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 from kernels import sparse_decode, topk_encode
 from kernels.sparse_decode import sparse_decode_ref
 from kernels.topk_encode import topk_encode_ref
+from saeflow.sae.trainer import fast_fp32_matmuls
 
 Step = Callable[[], None]
 
@@ -163,8 +168,8 @@ def peak_memory_cuda(steps: dict[str, Step]) -> dict[str, int]:
     return peaks
 
 
-def bench_shape(s: Shape, device: torch.device, rounds: int) -> None:
-    print(f"N={s.N} D={s.D} M={s.M} k={s.k} on {device}")
+def bench_shape(s: Shape, device: torch.device, rounds: int, precision: str) -> None:
+    print(f"N={s.N} D={s.D} M={s.M} k={s.k} on {device}, {precision}")
     x = torch.randn(s.N, s.D, generator=torch.Generator().manual_seed(1)).to(device)
     ours = "ours (triton)" if device.type == "cuda" else "ours (cpu fast path)"
     steps: dict[str, Step] = {
@@ -176,10 +181,12 @@ def bench_shape(s: Shape, device: torch.device, rounds: int) -> None:
     matmul, matmul_flops = matmul_step(device)
     steps["fp32 matmul 4096^2"] = matmul
     timer = time_cuda if device.type == "cuda" else time_cpu
-    seconds = timer(steps, rounds)
-    peaks = peak_memory_cuda(steps) if device.type == "cuda" else {}
+    fast = precision == "fast-fp32"
+    with fast_fp32_matmuls(device.type) if fast else contextlib.nullcontext():
+        seconds = timer(steps, rounds)
+        peaks = peak_memory_cuda(steps) if device.type == "cuda" else {}
     gflops = matmul_flops / seconds.pop("fp32 matmul 4096^2") / 1e9
-    print(f"  fp32 matmul: {gflops:.0f} GFLOP/s")
+    print(f"  matmul at {precision}: {gflops:.0f} GFLOP/s")
     floor_s = s.floor_flops / (gflops * 1e9)
     for name, sec in seconds.items():
         print(
@@ -197,6 +204,13 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: N / 8 tokens, 3 steps"
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "fast-fp32"],
+        default=["fp32", "fast-fp32"],
+        help="sae.precision to time at (default: both)",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = SHAPES
@@ -204,7 +218,8 @@ def main() -> None:
         shapes = [Shape(s.N // 8, s.D, s.M, s.k) for s in SHAPES]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for s in shapes:
-        bench_shape(s, device, 3 if args.quick else args.steps)
+        for precision in args.precision:
+            bench_shape(s, device, 3 if args.quick else args.steps, precision)
 
 
 if __name__ == "__main__":

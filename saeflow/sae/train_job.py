@@ -118,7 +118,7 @@ def _write_outputs(
             "n_train_tokens": source.n_train,
             "lr": trainer.lr,
             "world_size": dp.world,
-            "precision": str(trainer.autocast_dtype or "float32"),
+            "precision": trainer.precision,
         },
         metrics,
     )

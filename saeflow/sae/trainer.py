@@ -53,6 +53,27 @@ LR_CONSTANT = {"adam": 2e-4, "signum": 5e-3}
 """lr = c / sqrt(M / 2^14): Gao et al. 2024 for Adam, EleutherAI sparsify for signum."""
 
 
+@contextlib.contextmanager
+def fast_fp32_matmuls(device: str) -> Iterator[None]:
+    """fp32 matmuls with reduced-precision products and fp32 sums: TF32 on CUDA,
+    bf16 through oneDNN on a CPU (AMX or AVX512-BF16 units do it in hardware;
+    elsewhere oneDNN emulates it, slower than fp32). Tensors and weights stay
+    fp32, so nothing is cast; the setting is restored on exit."""
+    if device == "cuda":
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        before = torch.backends.mkldnn.matmul.fp32_precision
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = before
+        else:
+            torch.backends.mkldnn.matmul.fp32_precision = before
+
+
 class EvalResult(NamedTuple):
     """Quality of an SAE on held-out tokens."""
 
@@ -144,15 +165,19 @@ class Trainer:
             cfg.precision == "auto" and torch.device(device).type == "cuda"
         )
         self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.precision = "bfloat16" if bf16 else cfg.precision.replace("auto", "fp32")
 
     def dead_mask(self) -> torch.Tensor:
         """[M] bool: latents silent for at least `dead_after_tokens` tokens."""
         return self.since_fired >= self.cfg.dead_after_tokens
 
     def _autocast(self) -> contextlib.AbstractContextManager:
+        device = torch.device(self.device).type
+        if self.cfg.precision == "fast-fp32":
+            return fast_fp32_matmuls(device)
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(torch.device(self.device).type, self.autocast_dtype)
+        return torch.autocast(device, self.autocast_dtype)
 
     def _current_lr(self) -> float:
         if isinstance(self.opt, SignScheduleFree):

@@ -224,8 +224,10 @@ class SAEConfig(_FromDict):
     """Steps between rows of the training-curve CSV."""
     checkpoint_every: int = 200
     """Steps between checkpoints (weights, optimizer, RNG, data position); 0: none."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 autocast on CUDA, fp32 elsewhere."""
+    precision: Literal["auto", "fp32", "bf16", "fast-fp32"] = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere. fast-fp32: fp32 tensors whose
+    matmuls multiply at reduced precision (TF32 on CUDA, bf16 on CPUs with AMX
+    or AVX512-BF16), the encoder's ~2x on such a CPU; nothing is cast."""
     tensorboard: bool = False
     """Also write TensorBoard curves (if tensorboard is installed)."""
     variants: list[dict[str, Any]] = field(default_factory=list)
