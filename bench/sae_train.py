@@ -15,10 +15,10 @@ fp32 tensors, matmul products in TF32 on CUDA and bf16 on a CPU with AMX or
 AVX512-BF16; every implementation under the same setting). Also printed: the
 matmul rate (4096^2, fp32 tensors) at that precision measured in the same run,
 and the fraction of each step the unavoidable encoder FLOPs (2 * N * D * M)
-would take at that rate. On CPU the implementations run interleaved, one step each per
-round, and the median of the rounds is reported (the machine is shared); on
-CUDA each is timed with ``triton.testing.do_bench`` and its peak memory beyond
-what was allocated before the step is printed too.
+would take at that rate. On CPU the implementations run interleaved, one step
+each per round, and the median of the rounds is reported (the machine is
+shared); on CUDA each is timed with ``triton.testing.do_bench`` and its peak
+memory beyond what was allocated before the step is printed too.
 
     python bench/sae_train.py --steps 10
 """
