@@ -37,6 +37,7 @@ from saeflow.labels.labelers import AnswerCache, Labeler, cached_complete, cache
 from saeflow.labels.patterns import (
     Background,
     background_of,
+    common_lifts,
     context_ranking,
     corpus_background,
     describe_lifts,
@@ -61,6 +62,7 @@ from saeflow.labels.scoring import (
     random_label,
     score,
 )
+from saeflow.labels.sentences import Texts, load_texts
 from saeflow.labels.truth import add_truth, event_of_docs, truth_summary
 from saeflow.labels.verdict import (
     LABEL_KINDS,
@@ -140,11 +142,13 @@ def label_features(
     cfg: LabelsConfig,
     embedder: Embedder,
     background: Background | None = None,
+    texts: Texts | None = None,
 ) -> pd.DataFrame:
     """Label and score every row of `chosen` (see `select_features`); one output
     row per feature with label, token-pattern label, scores, baselines, answers
     and cost. `background`: the corpus' token frequencies for the lift ranking
-    (default: those of all the examples given)."""
+    (default: those of all the examples given). `texts`: (corpus, doc_id) ->
+    text, for showing the top examples as whole sentences (default: windows)."""
     rng = np.random.default_rng(cfg.seed)
     if background is None:
         background = background_of(t for e in examples.values() for t in e.tokens)
@@ -157,7 +161,7 @@ def label_features(
         row["pattern_label"] = pattern
         row["lift_tokens"] = describe_lifts(lift)
     t0 = time.perf_counter()
-    shown = _explain(rows, ex, lifts, background, labeler, cache, templates, cfg)
+    shown = _explain(rows, ex, lifts, background, labeler, cache, templates, cfg, texts)
     # Near-misses the labeler saw are no held-out snippets.
     ex = [e.drop(index=rows_shown) for e, rows_shown in zip(ex, shown, strict=True)]
     labels = [r["label"] for r in rows]
@@ -189,16 +193,33 @@ def label_features(
     return df
 
 
-def _explain(rows, ex, lifts, background, labeler, cache, templates, cfg) -> list:
+def _explain(
+    rows, ex, lifts, background, labeler, cache, templates, cfg, texts=None
+) -> list:
     """Ask for every feature's label; set label or fail_reason in `rows`.
-    Returns the index labels of the near-misses each prompt showed."""
+    `texts`: the corpus texts the top examples are shown from (their
+    sentences). Returns the index labels of the near-misses each prompt
+    showed."""
     inputs = []
     for e, lift in zip(ex, lifts, strict=True):
-        firing = [t.token for t in lift]
-        around = context_ranking(e, background, cfg.n_lift_tokens, exclude=firing)
+        n_top = int((e["split"] == "explain").sum())
+        firing = [t.token for t in common_lifts(lift, n_top)]
+        # Words in half the top examples: what they share, not what some say.
+        around = context_ranking(
+            e,
+            background,
+            cfg.n_lift_tokens,
+            min_share=0.5,
+            exclude=[t.token for t in lift],
+        )
         inputs.append(
             explain_input(
-                e, cfg.n_explain, firing, cfg.n_contrast, [t.token for t in around]
+                e,
+                cfg.n_explain,
+                firing,
+                cfg.n_contrast,
+                [t.token for t in around],
+                texts=texts,
             )
         )
     prompts = [
@@ -377,6 +398,7 @@ def make_labels(
     figure_out: str | Path | None = None,
     token_caches: Sequence[str | Path] = (),
     patterns_out: str | Path | None = None,
+    texts: Sequence[str | Path] = (),
 ) -> None:
     """Rule label_features: choose, label and score features; write the tables.
     With the domain `corpus` and its event families (the synthetic headlines),
@@ -384,7 +406,9 @@ def make_labels(
     `token_caches`: activation caches whose token ids give the corpus' token
     frequencies for the lift ranking (none: those of the examples).
     `patterns_out`: the token-pattern label of every feature of every labelled
-    model × layer (model, layer, feature, pattern_label, lift_tokens)."""
+    model × layer (model, layer, feature, pattern_label, lift_tokens).
+    `texts`: corpus Parquet files (doc_id, text; the file stem is the corpus
+    name) whose sentences the explanation prompt shows."""
     from saeflow.examples.collect import load_examples
     from saeflow.labels.labelers import make_labeler
     from saeflow.workflow.io import write_csv, write_json, write_parquet
@@ -403,7 +427,15 @@ def make_labels(
     cache = AnswerCache(cache_dir / "answers")
     t0 = time.perf_counter()
     df = label_features(
-        chosen, ex, labeler, cache, templates, cfg, Embedder(cfg.embedder), background
+        chosen,
+        ex,
+        labeler,
+        cache,
+        templates,
+        cfg,
+        Embedder(cfg.embedder),
+        background,
+        load_texts(texts) if texts else None,
     )
     df["label_ok"] = df["label"].notna()
     # One number per label (the viewer's "label score"): mean AUROC of the three

@@ -123,6 +123,16 @@ def lift_ranking(
     return out[:n]
 
 
+def common_lifts(
+    lifts: Sequence[TokenLift], n_top: int, min_share: float = 0.25
+) -> list[TokenLift]:
+    """The tokens of a lift ranking that are strong in at least `min_share` of
+    the `n_top` top examples (the first one always): a word that tops the
+    ranking from 2 of 20 examples ("grocery" beside "slashes", "payout") says
+    little about the rest."""
+    return [t for t in lifts if t.n_examples >= min_share * n_top] or list(lifts[:1])
+
+
 def pattern_label(lifts: Sequence[TokenLift], k: int = 3) -> str | None:
     """The token-pattern label: the `k` highest-lift tokens, "quarter / eps /
     earnings"; None when the feature has no strong tokens."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -88,8 +88,9 @@ class ExplainInput(NamedTuple):
     """What the explanation prompt shows of one feature."""
 
     snippets: list[str]
-    """The strongest top examples (split=explain), each a short window around
-    its peak with the strong tokens marked."""
+    """The strongest top examples (split=explain) with the strong tokens marked:
+    each its sentence of the corpus text (`saeflow.labels.sentences`), or a
+    short window around its peak where there is no text."""
     tokens: str
     """Its tokens ranked by lift, most specific first ("dividend, payout")."""
     contrast: list[str]
@@ -110,20 +111,26 @@ def explain_input(
     context: Sequence[str] = (),
     before: int = 8,
     after: int = 3,
+    texts: Mapping[tuple[str, str], str] | None = None,
 ) -> ExplainInput:
-    """The n strongest top examples of a feature as windows of `before` tokens
-    before the peak and `after` after it (tokens at half the peak or more
-    marked), its `tokens` (ranked by lift, `saeflow.labels.patterns`), the
-    `context` words around them, and `n_contrast` near-misses (similar
-    negatives, windows as wide)."""
+    """n top examples of a feature, from the strongest to the weakest
+    (`spread_top`; tokens at half the peak or more marked), its `tokens`
+    (ranked by lift, `saeflow.labels.patterns`), the `context` words around
+    them, and `n_contrast` near-misses (similar negatives, windows of `before`
+    tokens before the peak and `after` after it). A top example is its
+    sentence of the corpus text where `texts` ((corpus, doc_id) -> text) has
+    it, else a window as wide."""
+    from saeflow.labels.sentences import sentence_around
+
     top = examples[examples["split"] == "explain"]
-    strongest = top.nlargest(n, "activation")
-    snippets = [
-        _window(t, strong_tokens(a), int(p), before, after)
-        for t, a, p in zip(
-            strongest.tokens, strongest.acts, strongest.peak, strict=True
-        )
-    ]
+    snippets = []
+    for r in spread_top(top, n).itertuples():
+        marks = strong_tokens(r.acts)
+        doc = (str(getattr(r, "corpus", "")), str(getattr(r, "doc_id", "")))
+        text = (texts or {}).get(doc)
+        sentence = sentence_around(text, r.tokens, r.acts) if text else None
+        window = _window(r.tokens, marks, int(r.peak), before, after)
+        snippets.append(sentence or window)
     near = examples[examples["kind"] == "negative_similar"].head(n_contrast)
     contrast = [
         _window(t, [False] * len(t), int(p), before, after)
@@ -132,6 +139,17 @@ def explain_input(
     return ExplainInput(
         snippets, ", ".join(tokens), contrast, list(near.index), ", ".join(context)
     )
+
+
+def spread_top(top: pd.DataFrame, n: int) -> pd.DataFrame:
+    """n of the top examples spread evenly over their ranking by activation,
+    the strongest first and the weakest last: 20 top examples often hold more
+    than one kind of text ("wins approval", "wins dismissal", "wins a
+    contract"), and the 5 strongest alone may show only the first."""
+    ranked = top.sort_values("activation", ascending=False, kind="stable")
+    if len(ranked) <= n:
+        return ranked
+    return ranked.iloc[np.linspace(0, len(ranked) - 1, n).round().astype(int)]
 
 
 def _window(tokens, marks, peak: int, before: int, after: int) -> str:
