@@ -152,7 +152,7 @@ def explain_prompt(tokens: str = "dividend (4), payout (2)") -> list[dict]:
         (" ".join(f"w{i}" for i in range(13)), False, "not a short phrase"),
         ("tech stocks and tech stocks", False, "repeats itself"),
         ("dividend (4)", False, "token counts"),
-        ("bad weather", False, "a worked example's label"),
+        ("severe weather warnings", False, "a worked example's label"),
         ("weather and dividends", False, "worked examples (weather)"),
         ("common words", False, "no content"),
         ("acme raises its dividend", False, "copy of an example"),
