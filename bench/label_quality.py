@@ -121,6 +121,7 @@ def main() -> None:
         summary_out=out / "summary.json",
         prepared_model=prepared,
         corpus=r / "corpus" / "domain.parquet",
+        texts=[r / "corpus" / f"{c}.parquet" for c in ("domain", "general")],
         token_caches=[
             r / f"activations/finetuned/layer_{args.layers[0]}/{c}.h5"
             for c in ("domain", "general")

@@ -60,6 +60,8 @@ rule label_features:
         labeler=LABELER_MODEL if LABELS_CFG.labeler.is_gguf else [],
         # Event families of the synthetic headlines: ground truth for the labels.
         corpus="results/corpus/domain.parquet",
+        # Both corpora's texts: the explanation prompt shows whole sentences.
+        texts=expand("results/corpus/{corpus}.parquet", corpus=CORPORA),
         # Token ids of both corpora (one layer's caches): corpus frequencies
         # for ranking a feature's tokens by lift.
         tokens=expand(

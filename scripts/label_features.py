@@ -20,4 +20,5 @@ with job(snakemake) as sm:  # noqa: F821
         figure_out=sm.output.figure,
         token_caches=list(sm.input.tokens),
         patterns_out=sm.output.patterns,
+        texts=list(sm.input.texts),
     )
