@@ -12,7 +12,9 @@ workflow labelled already cost nothing), then prints:
   paired difference with a bootstrap 95 % interval (the summary's verdict);
 * labels naming their family's topic vs shuffled labels naming it;
 * seconds per feature (explain, judge, embedding), why labels failed, and for
-  the features where the label scores under the shuffled one, what it was shown.
+  the features where the label scores under the shuffled one, what it was shown;
+* per feature with a family, the share of its held-out activating snippets
+  that come from that family (the embedding scorer's positives).
 
     python bench/label_quality.py --root results --labeler smollm2
     python bench/label_quality.py --root results --labeler qwen-coder-0.5b \\
@@ -131,6 +133,36 @@ def main() -> None:
         pd.read_csv(out / "labels_detailed.csv"),
         json.loads((out / "summary.json").read_text()),
     )
+    heldout_families(
+        pd.read_csv(out / "labels_detailed.csv"),
+        {k: r / f"examples/{k[0]}/layer_{k[1]}/examples.parquet" for k in keys},
+        r / "corpus" / "domain.parquet",
+    )
+
+
+def heldout_families(df: pd.DataFrame, examples: dict, corpus: Path) -> None:
+    """Why naming the family does not lift the embedding score: the share of
+    each pure feature's held-out activating snippets (split=score, quantile
+    samples over its whole activation range) that come from the family of its
+    top examples."""
+    from saeflow.examples.collect import load_examples
+
+    events = pd.read_parquet(corpus).set_index("doc_id")["event"]
+    pure = df[df["event_purity"] >= 0.7]
+    if not len(pure):
+        return
+    print("\nheld-out activating snippets from the top examples' family:")
+    shares = []
+    for r in pure.itertuples():
+        ex = load_examples(examples[(r.model, r.layer)], [r.feature])
+        pos = ex[(ex["split"] == "score") & (ex["kind"] == "quantile")]
+        share = float((pos["doc_id"].map(events) == r.top_event).mean())
+        shares.append(share)
+        print(
+            f"  L{r.layer} f{r.feature} {r.top_event}: top {r.event_purity:.2f}, "
+            f"held-out {share:.2f} of {len(pos)}"
+        )
+    print(f"  mean over {len(shares)} features: {sum(shares) / len(shares):.2f}")
 
 
 def restrict(spec: dict, features: pd.DataFrame, out: Path) -> dict:
