@@ -4,7 +4,9 @@ against random and shuffled labels.
 
 Inputs: results/examples/{model}/layer_{L}/examples.parquet;
 results/features/{model}/layer_{L}/specialization.parquet;
-results/compare/layer_{L}/matches.parquet (if compare ran); prompts/*.txt.
+results/compare/layer_{L}/matches.parquet (if compare ran);
+results/corpus/{corpus}.parquet (texts whose sentences the prompt shows, event
+families as ground truth); prompts/*.txt.
 Outputs: results/labels/labeler_model/ (GGUF converted once);
 results/labels/feature_labels_{clean,detailed}_domain.csv,
 labels_summary_domain.json, label_scores.png; answers cached in results/labels/cache/.

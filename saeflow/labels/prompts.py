@@ -2,9 +2,11 @@
 
 Templates are text files with `### system` / `### user` / `### assistant`
 sections and `$name` placeholders; assistant sections before the last user turn
-are worked examples (few-shot). The explanation prompt lists the tokens the
-feature fires on, with counts, above the marked contexts, because small models
-name what they are shown explicitly far more reliably than what they must infer.
+are worked examples (few-shot). The explanation prompt shows the whole
+sentences of a feature's top examples, marked where it fires
+(`saeflow.labels.sentences`), then the words it fires on and the words around
+them, because small models name what they are shown explicitly far more
+reliably than what they must infer.
 A label is the first line of the answer; `label_problem` says why an answer is
 no label (empty, refusal, cut off, repeating itself, an echo of the prompt) and
 `repeated_labels` finds one label given to many features.
