@@ -6,13 +6,15 @@ in one process on the same random data and the same initial weights:
 * ``torch dense``: dense encoder + ``torch.topk``, ``embedding_bag`` decoder,
   autograd through the dense pre-activation (``*_ref`` in ``kernels``);
 * ``ours``: what ``kernels.topk_encode``/``sparse_decode`` dispatch to (the CPU
-  fast path on CPU tensors, the Triton kernels on CUDA);
+  fast path on CPU tensors; on CUDA a cuBLAS GEMM + top-k forward and the Triton
+  kernels for the rest), and on CUDA also with the fused Triton encoder;
 * ``sparsify``: EleutherAI's ``SparseCoder`` (its eager path off the GPU), if
   ``eai-sparsify`` is installed (a benchmark-only dependency).
 
 Each runs at ``--precision`` fp32 and fast-fp32 (``sae.precision: fast-fp32``:
 fp32 tensors, matmul products in TF32 on CUDA and bf16 on a CPU with AMX or
-AVX512-BF16; every implementation under the same setting). Also printed: the
+AVX512-BF16), and on CUDA also bf16 (autocast, what ``sae.precision: auto``
+trains in there); every implementation under the same setting. Also printed: the
 matmul rate (4096^2, fp32 tensors) at that precision measured in the same run,
 and the fraction of each step the unavoidable encoder FLOPs (2 * N * D * M)
 would take at that rate. On CPU the implementations run interleaved, one step
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels import sparse_decode, topk_encode
+from kernels import sparse_decode, topk_encode, topk_encode_triton
 from kernels.sparse_decode import sparse_decode_ref
 from kernels.topk_encode import topk_encode_ref
 from saeflow.sae.trainer import fast_fp32_matmuls
@@ -84,14 +86,26 @@ def _init(s: Shape, device: torch.device) -> dict[str, torch.Tensor]:
     return {name: t.to(device) for name, t in weights.items()}
 
 
+def _to_autocast_dtype(t: torch.Tensor) -> torch.Tensor:
+    device = t.device.type
+    if torch.is_autocast_enabled(device):
+        return t.to(torch.get_autocast_dtype(device))
+    return t
+
+
 def kernel_step(encode: Callable, decode: Callable, s: Shape, x: torch.Tensor) -> Step:
     """A training step built from an (encode, decode) pair of our API."""
     p = {n: t.requires_grad_() for n, t in _init(s, x.device).items()}
     opt = _adam(list(p.values()))
 
     def step() -> None:
-        vals, idx = encode(x - p["b_dec"], p["W_enc"], p["b_enc"], s.k)
-        F.mse_loss(decode(vals, idx, p["W_dec"], p["b_dec"]), x).backward()
+        # Under bf16 autocast the kernels get bf16 casts of the fp32 masters, as
+        # in TopKSAE (autocast does not cast custom autograd Functions).
+        c = {n: _to_autocast_dtype(t) for n, t in p.items()}
+        vals, idx = encode(
+            _to_autocast_dtype(x - p["b_dec"]), c["W_enc"], c["b_enc"], s.k
+        )
+        F.mse_loss(decode(vals, idx, c["W_dec"], c["b_dec"]).float(), x).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -149,10 +163,15 @@ def time_cuda(steps: dict[str, Step], rounds: int) -> dict[str, float]:
     """Median seconds per call with triton's do_bench (CUDA events, L2 flushed)."""
     from triton.testing import do_bench
 
-    return {
-        name: do_bench(step, rep=max(100, 10 * rounds), return_mode="median") / 1e3
-        for name, step in steps.items()
-    }
+    seconds = {}
+    for name, step in steps.items():
+        try:
+            seconds[name] = (
+                do_bench(step, rep=max(100, 10 * rounds), return_mode="median") / 1e3
+            )
+        except NotImplementedError as err:  # embedding_bag's bf16 backward on CUDA
+            print(f"  {name}: skipped ({err})")
+    return seconds
 
 
 def peak_memory_cuda(steps: dict[str, Step]) -> dict[str, int]:
@@ -168,23 +187,35 @@ def peak_memory_cuda(steps: dict[str, Step]) -> dict[str, int]:
     return peaks
 
 
+def _precision(precision: str, device: str) -> contextlib.AbstractContextManager:
+    if precision == "fast-fp32":
+        return fast_fp32_matmuls(device)
+    if precision == "bf16":
+        return torch.autocast(device, torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def bench_shape(s: Shape, device: torch.device, rounds: int, precision: str) -> None:
     print(f"N={s.N} D={s.D} M={s.M} k={s.k} on {device}, {precision}")
     x = torch.randn(s.N, s.D, generator=torch.Generator().manual_seed(1)).to(device)
-    ours = "ours (triton)" if device.type == "cuda" else "ours (cpu fast path)"
+    ours = "ours (cuBLAS + triton)" if device.type == "cuda" else "ours (cpu fast path)"
     steps: dict[str, Step] = {
         "torch dense": kernel_step(topk_encode_ref, sparse_decode_ref, s, x),
         ours: kernel_step(topk_encode, sparse_decode, s, x),
     }
+    if device.type == "cuda":
+        steps["ours, fused triton enc."] = kernel_step(
+            topk_encode_triton, sparse_decode, s, x
+        )
     if (spy := sparsify_step(s, x)) is not None:
         steps["sparsify"] = spy
     matmul, matmul_flops = matmul_step(device)
     steps["fp32 matmul 4096^2"] = matmul
     timer = time_cuda if device.type == "cuda" else time_cpu
-    fast = precision == "fast-fp32"
-    with fast_fp32_matmuls(device.type) if fast else contextlib.nullcontext():
+    with _precision(precision, device.type):
         seconds = timer(steps, rounds)
-        peaks = peak_memory_cuda(steps) if device.type == "cuda" else {}
+        timed = {name: steps[name] for name in seconds}
+        peaks = peak_memory_cuda(timed) if device.type == "cuda" else {}
     gflops = matmul_flops / seconds.pop("fp32 matmul 4096^2") / 1e9
     print(f"  matmul at {precision}: {gflops:.0f} GFLOP/s")
     floor_s = s.floor_flops / (gflops * 1e9)
@@ -207,12 +238,16 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         nargs="+",
-        choices=["fp32", "fast-fp32"],
-        default=["fp32", "fast-fp32"],
-        help="sae.precision to time at (default: both)",
+        choices=["fp32", "fast-fp32", "bf16"],
+        help="sae.precision to time at (default: fp32 and fast-fp32, and on CUDA "
+        "also bf16, which sae.precision auto trains in there)",
     )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precision is None:
+        args.precision = ["fp32", "fast-fp32"] + (
+            ["bf16"] if device.type == "cuda" else []
+        )
     shapes = SHAPES
     if args.quick:
         shapes = [Shape(s.N // 8, s.D, s.M, s.k) for s in SHAPES]

@@ -6,7 +6,12 @@ implementation (see :mod:`kernels.dispatch`).
 
 from .dispatch import sparse_decode, topk_encode
 from .sparse_decode import sparse_decode_cpu, sparse_decode_ref, sparse_decode_triton
-from .topk_encode import topk_encode_cpu, topk_encode_ref, topk_encode_triton
+from .topk_encode import (
+    topk_encode_cpu,
+    topk_encode_cuda,
+    topk_encode_ref,
+    topk_encode_triton,
+)
 
 __all__ = [
     "sparse_decode",
@@ -15,6 +20,7 @@ __all__ = [
     "sparse_decode_triton",
     "topk_encode",
     "topk_encode_cpu",
+    "topk_encode_cuda",
     "topk_encode_ref",
     "topk_encode_triton",
 ]

@@ -2,7 +2,9 @@
 
 * ``SAEFLOW_DISABLE_TRITON=1`` in the environment: the torch reference, always
   (read at every call, so tests and users can flip it without re-importing).
-* CUDA tensors: the Triton kernels.
+* CUDA tensors: the Triton kernels, except the encoder's forward, which is a
+  cuBLAS GEMM and ``torch.topk`` (``topk_encode_cuda``; the fused Triton encoder
+  was 7-30x slower on an H200, docs/performance.md "GPU").
 * Anything else (CPU): the pure-torch fast path, which shares the Triton path's
   autograd Functions and differs only in the primitives it calls.
 """
@@ -15,15 +17,15 @@ from collections.abc import Callable
 import torch
 
 from .sparse_decode import sparse_decode_cpu, sparse_decode_ref, sparse_decode_triton
-from .topk_encode import topk_encode_cpu, topk_encode_ref, topk_encode_triton
+from .topk_encode import topk_encode_cpu, topk_encode_cuda, topk_encode_ref
 
 
 def _pick(
-    device: torch.device, triton_fn: Callable, cpu_fn: Callable, ref_fn: Callable
+    device: torch.device, gpu_fn: Callable, cpu_fn: Callable, ref_fn: Callable
 ) -> Callable:
     if os.environ.get("SAEFLOW_DISABLE_TRITON") == "1":
         return ref_fn
-    return triton_fn if device.type == "cuda" else cpu_fn
+    return gpu_fn if device.type == "cuda" else cpu_fn
 
 
 def topk_encode(
@@ -34,7 +36,7 @@ def topk_encode(
     ``x [N, D]`` (already minus ``b_dec``), ``W_enc [M, D]``, ``b_enc [M]``;
     differentiable in ``x``, ``W_enc`` and ``b_enc``.
     """
-    impl = _pick(x.device, topk_encode_triton, topk_encode_cpu, topk_encode_ref)
+    impl = _pick(x.device, topk_encode_cuda, topk_encode_cpu, topk_encode_ref)
     return impl(x, W_enc, b_enc, k)
 
 

@@ -10,7 +10,9 @@ active rows of ``W`` per token, and the backward needs only
 * ``grad_b = grad_out.sum(0)``.
 
 The same three primitives serve the encoder's backward (``topk_encode.py``), so
-they are exposed as a :class:`SparseOps` bundle with a Triton and a CPU flavour.
+they are exposed as a :class:`SparseOps` bundle with a GPU and a CPU flavour. The
+GPU one is Triton, except ``S^T @ grad_out`` in half precision, where one GEMM
+over the dense code on the tensor cores beats the segment kernel.
 """
 
 from __future__ import annotations
@@ -297,7 +299,40 @@ class SparseOps(NamedTuple):
     segment_matmul: Callable[..., torch.Tensor]
 
 
-TRITON_OPS = SparseOps(gather_sum_triton, gathered_dot_triton, segment_matmul_triton)
+def segment_matmul_dense(
+    coef: torch.Tensor, slots: Slots, dense: torch.Tensor, chunk_elems: int = 1 << 26
+) -> torch.Tensor:
+    """:func:`segment_matmul_triton` through the dense code ``S`` and a GEMM, a
+    chunk of ``chunk_elems`` code entries (rows of ``S``) at a time; chunks add
+    up in fp32. On tensor cores this wins in half precision and loses in fp32:
+    0.09 against 0.77 ms in bf16 and 0.87 against 0.53 ms in fp32 at N=1024,
+    D=768, M=24576, k=192 on an H200."""
+    _check(coef, slots, dense)
+    N, D = dense.shape
+    rows = max(1, min(N, chunk_elems // slots.M))
+    code = torch.zeros(rows, slots.M, dtype=dense.dtype, device=dense.device)
+    out = None
+    for start in range(0, N, rows):
+        stop = min(start + rows, N)
+        part = code[: stop - start].zero_()
+        part.scatter_add_(1, slots.idx[start:stop], coef[start:stop].to(dense.dtype))
+        product = part.T @ dense[start:stop]
+        if start == 0 and stop == N:
+            return product
+        out = product.float() if out is None else out.add_(product)
+    return out.to(dense.dtype)
+
+
+def segment_matmul_gpu(
+    coef: torch.Tensor, slots: Slots, dense: torch.Tensor
+) -> torch.Tensor:
+    """The faster of the two on a GPU: the GEMM in half precision, else Triton."""
+    if dense.dtype in (torch.float16, torch.bfloat16):
+        return segment_matmul_dense(coef, slots, dense)
+    return segment_matmul_triton(coef, slots, dense)
+
+
+TRITON_OPS = SparseOps(gather_sum_triton, gathered_dot_triton, segment_matmul_gpu)
 CPU_OPS = SparseOps(gather_sum_cpu, gathered_dot_cpu, segment_matmul_cpu)
 
 

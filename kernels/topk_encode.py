@@ -1,10 +1,12 @@
 """Fused top-k SAE encoder: ``topk(relu(x @ W_enc.T + b_enc), k) -> (vals, idx)``.
 
-The ``[N, M]`` pre-activation is never written to memory. The Triton kernel
-computes it one ``[BLOCK_N, BLOCK_M]`` tile at a time, keeps a running top-k per
-row in registers, and writes one candidate list per split of M; a small torch
-top-k merges the splits. The CPU path bounds memory the same way by encoding a
-chunk of rows at a time.
+In the fused Triton kernel the ``[N, M]`` pre-activation is never written to
+memory: it computes it one ``[BLOCK_N, BLOCK_M]`` tile at a time, keeps a running
+top-k per row in registers, and writes one candidate list per split of M; a
+small torch top-k merges the splits. What CUDA tensors get by default is faster
+on an H200 (``topk_encode_cuda``): a cuBLAS GEMM and ``torch.topk`` over chunks
+of rows, then the same Triton backward; the CPU path encodes chunks of rows the
+same way with MKL. Chunks bound memory whatever N.
 
 Top-k selection carries (value, latent) pairs as one int64 key,
 ``float_bits(value) << 32 | latent``: ReLU outputs are >= 0, whose IEEE bits
@@ -185,36 +187,52 @@ def _row_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return vals, (pos // k) * G + groups.gather(1, pos % k)
 
 
-def topk_encode_fwd_cpu(
+def topk_encode_fwd_dense(
     x: torch.Tensor,
     W_enc: torch.Tensor,
     b_enc: torch.Tensor,
     k: int,
-    chunk_elems: int = 1 << 23,
+    chunk_elems: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CPU twin of :func:`topk_encode_fwd_triton`, encoding a chunk of rows at a time.
+    """Twin of :func:`topk_encode_fwd_triton` through the dense pre-activation:
+    a GEMM (cuBLAS, MKL/oneDNN) and a row top-k per chunk of rows.
 
-    A chunk holds ``chunk_elems`` pre-activations (32 MiB by default, about the
-    last-level cache), so memory does not grow with ``N * M`` and the top-k reads
-    a chunk the matmul has just written. Per core, 2^23 beat 2^22 for matmul +
-    top-k (57 against 53 GFLOP/s at N=4096, D=384, M=12288, k=32; 48 against 41
-    at N=1024, D=768, M=24576, k=192): larger GEMMs amortise packing ``W_enc``.
-    Half precision is computed in fp32 (the CPU has no fast fp16/bf16 matmul).
+    A chunk holds ``chunk_elems`` pre-activations, so memory does not grow with
+    ``N * M``. On the CPU (default 2^23, 32 MiB, about the last-level cache, so
+    the top-k reads what the matmul has just written) larger GEMMs amortise
+    packing ``W_enc``: per core 2^23 beat 2^22 (57 against 53 GFLOP/s at N=4096,
+    D=384, M=12288, k=32; 48 against 41 at N=1024, D=768, M=24576, k=192); half
+    precision is computed in fp32 there (no fast half matmul on most CPUs) and
+    selected with :func:`_row_topk`. On a GPU (default 2^26, 256 MiB in fp32)
+    the GEMM runs in x's dtype on the tensor cores and ``torch.topk`` selects:
+    on an H200 this took 1.3 ms in fp32 and 0.38 ms in bf16 at N=1024, D=768,
+    M=24576, k=192, against 10.2 ms for the fused Triton kernel, whose running
+    top-k lists keep its ``tl.dot`` far from the tensor cores' rate
+    (docs/performance.md, "GPU").
     """
     N, D = x.shape
     M = W_enc.shape[0]
     assert W_enc.shape == (M, D) and b_enc.shape == (M,), "W_enc [M, D], b_enc [M]"
     assert 1 <= k <= M, f"k={k} must be in [1, M={M}]"
+    cpu = x.device.type == "cpu"
+    chunk_elems = chunk_elems or (1 << 23 if cpu else 1 << 26)
+    dtype = torch.float32 if cpu else x.dtype
+    select = _row_topk if cpu else _topk
     rows = max(1, min(N, chunk_elems // M))
-    xf, Wt, bf = x.float(), W_enc.float().T, b_enc.float()
-    buf = torch.empty(rows, M)
-    vals = torch.empty(N, k)
-    idx = torch.empty(N, k, dtype=torch.int64)
+    xc, Wt, bc = x.to(dtype), W_enc.to(dtype).T, b_enc.to(dtype)
+    buf = torch.empty(rows, M, dtype=dtype, device=x.device)
+    vals = torch.empty(N, k, dtype=dtype, device=x.device)
+    idx = torch.empty(N, k, dtype=torch.int64, device=x.device)
     for start in range(0, N, rows):
         stop = min(start + rows, N)
-        pre = torch.addmm(bf, xf[start:stop], Wt, out=buf[: stop - start])
-        vals[start:stop], idx[start:stop] = _row_topk(pre, k)
+        pre = torch.addmm(bc, xc[start:stop], Wt, out=buf[: stop - start])
+        vals[start:stop], idx[start:stop] = select(pre, k)
     return vals.clamp_(min=0).to(x.dtype), idx
+
+
+def _topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # On an H200 _row_topk's group maxima cost more than they save inside a step.
+    return pre.topk(k, dim=1)
 
 
 class EncodeBackend(NamedTuple):
@@ -225,7 +243,8 @@ class EncodeBackend(NamedTuple):
 
 
 TRITON_BACKEND = EncodeBackend(topk_encode_fwd_triton, TRITON_OPS)
-CPU_BACKEND = EncodeBackend(topk_encode_fwd_cpu, CPU_OPS)
+CUDA_BACKEND = EncodeBackend(topk_encode_fwd_dense, TRITON_OPS)
+CPU_BACKEND = EncodeBackend(topk_encode_fwd_dense, CPU_OPS)
 
 
 class TopKEncode(torch.autograd.Function):
@@ -271,10 +290,17 @@ def topk_encode_triton(
     return TopKEncode.apply(x, W_enc, b_enc, k, TRITON_BACKEND)
 
 
+def topk_encode_cuda(
+    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What CUDA tensors get: cuBLAS GEMM + top-k forward, Triton backward."""
+    return TopKEncode.apply(x, W_enc, b_enc, k, CUDA_BACKEND)
+
+
 def topk_encode_cpu(
     x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure-torch fused encoder tuned for the CPU (same maths as the Triton path)."""
+    """Pure-torch encoder tuned for the CPU (same maths as the Triton path)."""
     return TopKEncode.apply(x, W_enc, b_enc, k, CPU_BACKEND)
 
 
