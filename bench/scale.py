@@ -310,9 +310,17 @@ def activation_reports(results: Path) -> list[dict]:
     return reports
 
 
-def write_share(model: Path, corpus: Path, tokens: int, folder: Path) -> str:
+def write_share(
+    model: Path,
+    corpus: Path,
+    tokens: int,
+    folder: Path,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> str:
     """Cache every layer of `model` (12 at BERT-base) on `tokens` tokens of
-    `corpus`: model forward seconds against HDF5 write seconds."""
+    `corpus`: model forward seconds against the seconds the forward loop waited
+    for HDF5 writing (which runs in a background thread)."""
     import pandas as pd
 
     from saeflow.activations.cache import cache_activations
@@ -325,16 +333,19 @@ def write_share(model: Path, corpus: Path, tokens: int, folder: Path) -> str:
         str(model),
         df["doc_id"].tolist(),
         df["text"].tolist(),
-        ActivationConfig(layers=layers, max_tokens=tokens),
+        ActivationConfig(layers=layers, max_tokens=tokens, batch_size=batch_size),
         {layer: folder / f"layer_{layer}.h5" for layer in layers},
         {},
+        device=device,
     )
     for layer in layers:
         (folder / f"layer_{layer}.h5").unlink()
     return (
         f"HDF5 writing, {len(layers)} layers × D = {D_MODEL} (fp16, chunks of 4,096 "
-        f"rows), {rep.n_tokens} tokens: forward {rep.forward_s:.1f} s, write "
-        f"{rep.write_s:.2f} s = {100 * rep.write_s / rep.forward_s:.1f} % of forward"
+        f"rows), {rep.n_tokens} tokens on {device}, batches of {batch_size} texts: "
+        f"forward {rep.forward_s:.2f} s ({rep.n_tokens / rep.forward_s:.0f} tokens/s), "
+        f"waiting for writes {rep.write_s:.2f} s = "
+        f"{100 * rep.write_s / rep.forward_s:.1f} % of forward"
     )
 
 
