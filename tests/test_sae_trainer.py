@@ -95,16 +95,17 @@ def test_optimized_path_fvu_within_2_percent_of_reference(
     assert abs(fast - ref) / ref < 0.02
 
 
+def _fit_at(acts, precision: str, tmp_path) -> tuple[Trainer, float]:
+    """A trainer fitted on `acts` at `precision`, and its held-out FVU."""
+    source = ActivationSource([acts], holdout_fraction=0.1)
+    trainer = Trainer(source, config(precision=precision), seed=0, device="cpu")
+    return trainer, trainer.fit(tmp_path / f"curve_{precision}.csv").eval.fvu
+
+
 def test_bf16_autocast_trains_as_well_as_fp32(acts_path, tmp_path):
     """precision: bf16 (what `auto` picks on CUDA), here on the CPU."""
-
-    def fit(precision: str):
-        source = ActivationSource([acts_path], holdout_fraction=0.1)
-        trainer = Trainer(source, config(precision=precision), seed=0, device="cpu")
-        return trainer, trainer.fit(tmp_path / f"curve_{precision}.csv").eval.fvu
-
-    trainer, bf16 = fit("bf16")
-    _, fp32 = fit("fp32")
+    trainer, bf16 = _fit_at(acts_path, "bf16", tmp_path)
+    _, fp32 = _fit_at(acts_path, "fp32", tmp_path)
 
     assert trainer.autocast_dtype == torch.bfloat16
     assert trainer.sae.W_enc.dtype == torch.float32  # master weights stay fp32
@@ -128,14 +129,8 @@ def test_fast_fp32_rounds_products_only_inside():
 def test_fast_fp32_trains_as_well_as_fp32(tmp_path):
     # D = 64: oneDNN leaves matmuls with an inner dimension of 16 in fp32.
     acts = _mixes(tmp_path / "acts64.h5", 64)
-
-    def fit(precision: str):
-        source = ActivationSource([acts], holdout_fraction=0.1)
-        trainer = Trainer(source, config(precision=precision), seed=0, device="cpu")
-        return trainer, trainer.fit(tmp_path / f"curve_{precision}.csv").eval.fvu
-
-    trainer, fast = fit("fast-fp32")
-    exact, fp32 = fit("fp32")
+    trainer, fast = _fit_at(acts, "fast-fp32", tmp_path)
+    exact, fp32 = _fit_at(acts, "fp32", tmp_path)
 
     assert trainer.precision == "fast-fp32"
     assert trainer.sae.W_enc.dtype == torch.float32
