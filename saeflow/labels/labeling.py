@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ from saeflow.labels.scoring import (
     METRICS,
     SCORERS,
     Embedder,
+    auroc_by_quantile,
     detection_task,
     embedding_task,
     fuzzing_task,
@@ -308,12 +310,19 @@ def _judge(row, which, tasks, labeler, cache, templates) -> None:
 
 
 def _embed(row, which, task, embedder: Embedder) -> None:
+    """Embedding AUROC and balanced accuracy of every label of `which`, and
+    the AUROC per activation-quantile bin of the positives
+    (`{col}_auroc_q100`: the top bin against all negatives)."""
     t0 = time.perf_counter()
     for kind, label in which.items():
-        for metric, v in score(
-            task.truth, embedder.cosines(label, task.snippets)
-        ).items():
-            row[f"{_col(kind, 'embedding')}_{metric}"] = v
+        cosines = embedder.cosines(label, task.snippets)
+        col = _col(kind, "embedding")
+        for metric, v in score(task.truth, cosines).items():
+            row[f"{col}_{metric}"] = v
+        if task.quantile is not None:
+            by_bin = auroc_by_quantile(task.truth, cosines, task.quantile)
+            for key, v in by_bin.items():
+                row[f"{col}_auroc_{key}"] = v
     row["embedding_seconds"] = time.perf_counter() - t0
 
 
@@ -449,7 +458,9 @@ def make_labels(
     if events is not None:
         df = add_truth(df, ex, events)
     write_csv(df, detailed_out)
-    write_csv(df[[c for c in CLEAN_COLUMNS + TRUTH_COLUMNS if c in df]], clean_out)
+    by_bin = [c for c in df if re.search(r"embedding_auroc_q\d+$", c)]
+    clean = [c for c in CLEAN_COLUMNS + by_bin + TRUTH_COLUMNS if c in df]
+    write_csv(df[clean], clean_out)
     summary = verdict(df, cfg.seed)
     summary["ground_truth"] = (
         truth_summary(df)

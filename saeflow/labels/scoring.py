@@ -37,6 +37,10 @@ class Task(NamedTuple):
 
     snippets: list[str]
     truth: list[int]
+    quantile: list[float] | None = None
+    """Per snippet, the upper bound of the activation-quantile bin an
+    activating snippet was drawn from (NaN for a negative); None where the
+    scorer does not keep it."""
 
 
 def detection_task(ex: pd.DataFrame, n: int, rng: np.random.Generator) -> Task:
@@ -70,11 +74,14 @@ def fuzzing_task(ex: pd.DataFrame, n: int, rng: np.random.Generator) -> Task:
 
 
 def embedding_task(ex: pd.DataFrame) -> Task:
-    """Every held-out example: activating (quantile samples) vs negatives."""
+    """Every held-out example: activating (quantile samples) vs negatives,
+    with the quantile bin of each activating one."""
     score = ex[ex["split"] == "score"]
     truth = [int(k == "quantile") for k in score["kind"]]
     snippets = [render_tokens(t, [False] * len(t)) for t in score.tokens]
-    return Task(snippets, truth)
+    quantile = pd.to_numeric(score["quantile"], errors="coerce").astype(float)
+    quantile = [q if t else np.nan for q, t in zip(quantile, truth, strict=True)]
+    return Task(snippets, truth, quantile)
 
 
 def _shuffled(tokens, truth: list[int], rng: np.random.Generator) -> Task:
@@ -116,6 +123,30 @@ def score(
         "auroc": float(roc_auc_score(t, v)),
         "balanced_accuracy": float(balanced_accuracy_score(t, v > cut)),
     }
+
+
+def quantile_key(q: float) -> str:
+    """Column suffix of an activation-quantile bin, by its upper bound in
+    percent: 1.0 -> "q100" (the top bin)."""
+    return f"q{round(100 * q)}"
+
+
+def auroc_by_quantile(
+    truth: Sequence[int], values: Sequence[float], quantile: Sequence[float]
+) -> dict[str, float]:
+    """AUROC of each activation-quantile bin's activating snippets against all
+    the negatives, keyed by `quantile_key` ("q100": the top bin). A label
+    written from a feature's strongest examples may describe its top bin and
+    not the weak activations below it; this says which."""
+    t = np.asarray(truth, int)
+    v = np.asarray(values, float)
+    q = np.asarray(quantile, float)
+    neg = t == 0
+    out = {}
+    for b in sorted(set(q[~np.isnan(q)].tolist())):
+        mine = neg | (q == b)
+        out[quantile_key(b)] = score(t[mine], v[mine])["auroc"]
+    return out
 
 
 class Embedder:

@@ -5,6 +5,8 @@ run (`done_criteria`), each said in plain sentences.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -71,13 +73,51 @@ def verdict(df: pd.DataFrame, seed: int = 0, n_boot: int = 2000) -> dict:
         else " No scorer puts these labels above both baselines: read them as "
         "unvalidated guesses, not descriptions."
     )
+    out["by_quantile"], line = by_quantile(df, rng, n_boot)
+    out["statement"] += line
     return out
 
 
-def _compare(df, scorer, base, rng, n_boot) -> dict:
+def by_quantile(df: pd.DataFrame, rng, n_boot: int = 2000) -> tuple[list, str]:
+    """A breakdown beside the verdict, not a new bar: the embedding scorer's
+    paired AUROC differences (label minus random, shuffled and token-pattern
+    label) when the positives are only one activation-quantile bin of the
+    held-out snippets (`embedding_auroc_q100`: the top bin, against all the
+    negatives). Returns the items, one per bin and baseline (`quantile`: the
+    bin's upper bound), and a sentence on the top bin for the statement."""
+    bins = sorted(
+        {int(m[1]) for c in df if (m := re.fullmatch(r"embedding_auroc_q(\d+)", c))}
+    )
+    items = []
+    for b in bins:
+        for base in (*BASELINES, "pattern_label"):
+            item = _compare(df, "embedding", base, rng, n_boot, f"auroc_q{b}")
+            item.pop("line")
+            items.append({"quantile": b / 100, **item})
+    top = [i for i in items if bins and i["quantile"] == bins[-1] / 100]
+    said = [
+        f"{'BETTER' if i['better'] else 'NO BETTER'} than the "
+        f"{i['baseline'].replace('_', ' ')} ({i['diff_mean']:+.2f} "
+        f"[{i['ci95'][0]:+.2f}, {i['ci95'][1]:+.2f}])"
+        for i in top
+        if "ci95" in i
+    ]
+    if not said:
+        return items, ""
+    low = bins[-2] if len(bins) > 1 else 0
+    return items, (
+        " Breakdown, not the bar: with only the top activation-quantile bin's "
+        f"held-out snippets as positives (percentiles {low}-{bins[-1]} of the "
+        "feature's activations, against all negatives), embedding labels are "
+        + "; ".join(said)
+        + "."
+    )
+
+
+def _compare(df, scorer, base, rng, n_boot, metric: str = "auroc") -> dict:
     missing = pd.Series(np.nan, index=df.index)
-    a = df.get(f"{scorer}_auroc", missing).to_numpy(float)
-    b = df.get(f"{_col(base, scorer)}_auroc", missing).to_numpy(float)
+    a = df.get(f"{scorer}_{metric}", missing).to_numpy(float)
+    b = df.get(f"{_col(base, scorer)}_{metric}", missing).to_numpy(float)
     both = ~np.isnan(a) & ~np.isnan(b)
     d = a[both] - b[both]
     item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
