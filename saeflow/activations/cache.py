@@ -147,7 +147,7 @@ def cache_activations(
         )
         # Writing batch i overlaps the forward of batch i + 1; one batch in
         # flight bounds memory, and only this thread touches the files meanwhile.
-        writer = stack.enter_context(ThreadPoolExecutor(1, "hdf5-writer"))
+        background = stack.enter_context(ThreadPoolExecutor(1, "hdf5-writer"))
         writers = {layer: _ChunkWriter(f, cfg.chunk_rows) for layer, f in files.items()}
         pending: Future | None = None
         for batch in _batches(tok, texts, cfg, counts):
@@ -170,7 +170,7 @@ def cache_activations(
                 pending.result()
             write_s += time.perf_counter() - t_write
             token_ids = batch.inputs["input_ids"].numpy()[rows.keep]
-            pending = writer.submit(_append_layers, writers, acts, rows, token_ids)
+            pending = background.submit(_append_layers, writers, acts, rows, token_ids)
             counts["n_tokens"] += int(rows.keep.sum())
             counts["n_windows"] += len(batch.doc)
             bar.update(int((batch.window == 0).sum()))
