@@ -17,7 +17,11 @@ workflow labelled already cost nothing), then prints:
 * seconds per feature (explain, judge, embedding), why labels failed, and for
   the features where the label scores under the shuffled one, what it was shown;
 * per feature with a family, the share of its held-out activating snippets
-  that come from that family (the embedding scorer's positives).
+  that come from that family (the embedding scorer's positives);
+* what the embedding scorer can tell apart at all: the domain share of its
+  positives and negatives, one generic label for every feature, and the
+  feature's own top examples' mean embedding against another feature's
+  (`scorer_ceiling`).
 
     python bench/label_quality.py --root results --top-n 7 --scorers embedding
     python bench/label_quality.py --root results --labeler qwen-coder-0.5b \\
@@ -143,11 +147,86 @@ def main() -> None:
         pd.read_csv(out / "labels_detailed.csv"),
         json.loads((out / "summary.json").read_text()),
     )
-    heldout_families(
-        pd.read_csv(out / "labels_detailed.csv"),
-        {k: r / f"examples/{k[0]}/layer_{k[1]}/examples.parquet" for k in keys},
-        r / "corpus" / "domain.parquet",
+    paths = {k: r / f"examples/{k[0]}/layer_{k[1]}/examples.parquet" for k in keys}
+    detailed = pd.read_csv(out / "labels_detailed.csv")
+    heldout_families(detailed, paths, r / "corpus" / "domain.parquet")
+    scorer_ceiling(detailed, paths, cfg)
+
+
+GENERIC = "financial news headline"
+"""One label for every feature: what the embedding scorer gives for saying
+only that a text is from the domain corpus."""
+
+
+def scorer_ceiling(df: pd.DataFrame, examples: dict, cfg: LabelsConfig) -> None:
+    """What the embedding scorer can tell apart at all, on the run's own
+    held-out snippets (the near-misses the prompt showed left out): the share
+    of domain-corpus texts among positives and each kind of negative; the
+    AUROC of one `GENERIC` label for every feature; and a ceiling for a label
+    written from the top examples: the mean embedding of a feature's own top
+    examples (split=explain) as its "label", against the next feature's (a
+    cyclic derangement, as the shuffled label)."""
+    import numpy as np
+
+    from saeflow.examples.collect import load_examples
+    from saeflow.labels.scoring import Embedder, embedding_task, score
+
+    embed = Embedder(cfg.embedder)
+    rows, centroids, tasks = [], [], []
+    for r in df[df["label"].notna()].itertuples():
+        ex = load_examples(examples[(r.model, r.layer)], [r.feature])
+        shown = ex[ex["kind"] == "negative_similar"].head(cfg.n_contrast).index
+        ex = ex.drop(index=shown)
+        task = embedding_task(ex)
+        top = embedding_task(ex.assign(split="score")[ex["split"] == "explain"])
+        c = embed(top.snippets).mean(0)
+        centroids.append(c / np.linalg.norm(c))
+        tasks.append(task)
+        sc = ex[ex["split"] == "score"]
+        share = sc.groupby("kind")["corpus"].agg(lambda c: (c == "domain").mean())
+        v = embed(task.snippets)
+        auroc = {
+            kind: score(task.truth, v @ embed([text])[0])["auroc"]
+            for kind, text in [
+                ("label", r.label),
+                ("shuffled", r.shuffled_label_text),
+                ("generic", GENERIC),
+            ]
+            if isinstance(text, str)
+        }
+        rows.append({**share.to_dict(), **auroc, "feature": f"L{r.layer} f{r.feature}"})
+    for i, task in enumerate(tasks):
+        v = embed(task.snippets)
+        rows[i]["own_top"] = score(task.truth, v @ centroids[i])["auroc"]
+        other = centroids[(i + 1) % len(centroids)]
+        rows[i]["other_top"] = score(task.truth, v @ other)["auroc"]
+    t = pd.DataFrame(rows)
+    print(
+        "\nwhat the embedding scorer tells apart (held-out snippets of each labelled"
+        " feature):"
     )
+    print(
+        "  share from the domain corpus: positives "
+        f"{t['quantile'].mean():.2f}, random negatives "
+        f"{t['negative_random'].mean():.2f}, similar negatives "
+        f"{t.get('negative_similar', pd.Series(dtype=float)).mean():.2f}"
+    )
+    print(
+        f"  mean AUROC: label {t['label'].mean():.3f}, shuffled "
+        f"{t['shuffled'].mean():.3f}, one label for all ({GENERIC!r}) "
+        f"{t['generic'].mean():.3f}; own top examples' mean embedding "
+        f"{t['own_top'].mean():.3f}, another feature's {t['other_top'].mean():.3f}"
+    )
+    rng = np.random.default_rng(cfg.seed)
+    for a, b in [
+        ("label", "generic"),
+        ("generic", "shuffled"),
+        ("own_top", "other_top"),
+    ]:
+        d = (t[a] - t[b]).dropna().to_numpy()
+        boot = rng.choice(d, size=(2000, len(d))).mean(1)
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        print(f"  {a} minus {b}: {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}], n={len(d)}")
 
 
 def heldout_families(df: pd.DataFrame, examples: dict, corpus: Path) -> None:
