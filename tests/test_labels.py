@@ -549,7 +549,7 @@ def test_top_quantile_breakdown_is_said_beside_the_bar_not_instead():
         "held-out snippets as positives (percentiles 20-100" in v["statement"]
     )
     assert "embedding labels are BETTER than the random label" in v["statement"]
-    assert "NO BETTER than the pattern label" in v["statement"]
+    assert "NO BETTER than the token-pattern label" in v["statement"]
     v.update(n_labeled=12, seconds_stage=1.0, ground_truth=None)
     assert not done_criteria(v)["embedding_beats_shuffled"]["met"]
 

@@ -95,9 +95,11 @@ def by_quantile(df: pd.DataFrame, rng, n_boot: int = 2000) -> tuple[list, str]:
             item.pop("line")
             items.append({"quantile": b / 100, **item})
     top = [i for i in items if bins and i["quantile"] == bins[-1] / 100]
+    names = {"pattern_label": "token-pattern label"}
     said = [
         f"{'BETTER' if i['better'] else 'NO BETTER'} than the "
-        f"{i['baseline'].replace('_', ' ')} ({i['diff_mean']:+.2f} "
+        f"{names.get(i['baseline'], i['baseline'].replace('_', ' '))} "
+        f"({i['diff_mean']:+.2f} "
         f"[{i['ci95'][0]:+.2f}, {i['ci95'][1]:+.2f}])"
         for i in top
         if "ci95" in i
