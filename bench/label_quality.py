@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -278,32 +279,22 @@ def report(df: pd.DataFrame, summary: dict) -> None:
     for scorer, m in summary["median_auroc"].items():
         print(f"  {scorer:10s} " + " / ".join(_f(m[k]) for k in m))
     print("\npaired mean AUROC difference, label minus baseline (95 % bootstrap):")
-    for c in summary["comparisons"]:
-        if "ci95" in c:
-            lo, hi = c["ci95"]
-            print(
-                f"  {c['scorer']:10s} vs {c['baseline']:15s} {c['diff_mean']:+.3f} "
-                f"[{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
-            )
+    _print_differences(
+        summary["comparisons"], lambda c: f"{c['scorer']:10s} vs {c['baseline']:15s}"
+    )
     print("\nLLM label minus token-pattern label (95 % bootstrap):")
-    for c in summary.get("llm_vs_pattern", []):
-        if "ci95" in c:
-            lo, hi = c["ci95"]
-            print(
-                f"  {c['scorer']:10s} {c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                f"  n={c['n']}  better={c['better']}"
-            )
+    _print_differences(
+        summary.get("llm_vs_pattern", []),
+        lambda c: f"{c['scorer']:10s} better={c['better']!s:5s}",
+    )
     print(
         "\nembedding, positives of one activation-quantile bin only (a breakdown,"
         " not the bar): label minus baseline (95 % bootstrap)"
     )
-    for c in summary.get("by_quantile", []):
-        if "ci95" in c:
-            lo, hi = c["ci95"]
-            print(
-                f"  bin up to q={c['quantile']:.1f} vs {c['baseline']:15s} "
-                f"{c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
-            )
+    _print_differences(
+        summary.get("by_quantile", []),
+        lambda c: f"bin up to q={c['quantile']:.1f} vs {c['baseline']:15s}",
+    )
     print("\nground truth:", json.dumps(summary["ground_truth"]))
     print("\nissue #20 criteria:")
     for name, c in summary.get("done_criteria", {}).items():
@@ -338,6 +329,16 @@ def report(df: pd.DataFrame, summary: dict) -> None:
             print(
                 f"  L{r.layer} f{r.feature} [{r.explain_tokens}] -> {r.label!r}"
                 f" (shuffled: {r.shuffled_label_text!r})"
+            )
+
+
+def _print_differences(items: list[dict], name: Callable[[dict], str]) -> None:
+    """One line per comparison with an interval: name, mean, 95 % CI, n."""
+    for c in items:
+        if "ci95" in c:
+            lo, hi = c["ci95"]
+            print(
+                f"  {name(c)} {c['diff_mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]  n={c['n']}"
             )
 
 
