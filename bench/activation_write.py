@@ -16,7 +16,6 @@ the writing is not, so the share is worth reading per device:
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -26,9 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import make_models, write_share  # noqa: E402
 
 from saeflow.corpus.synthetic import generate_headlines  # noqa: E402
-
-# The share is parsed back from write_share's sentence so both benches print one.
-SHARE = re.compile(r"= ([0-9.]+) % of forward")
 
 
 def main() -> None:
@@ -47,7 +43,7 @@ def main() -> None:
     )[["doc_id", "text"]].to_parquet(corpus)
     shares = []
     for _ in range(args.rounds):
-        line = write_share(
+        share, line = write_share(
             models[0],
             corpus,
             args.tokens,
@@ -56,7 +52,7 @@ def main() -> None:
             args.batch_size,
         )
         print(line, flush=True)
-        shares.append(float(SHARE.search(line).group(1)))
+        shares.append(share)
     print(f"median share over {args.rounds} rounds: {statistics.median(shares):.1f} %")
 
 

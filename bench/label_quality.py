@@ -171,9 +171,10 @@ def scorer_ceiling(df: pd.DataFrame, examples: dict, cfg: LabelsConfig) -> None:
 
     from saeflow.examples.collect import load_examples
     from saeflow.labels.scoring import Embedder, embedding_task, score
+    from saeflow.labels.verdict import bootstrap_ci
 
     embed = Embedder(cfg.embedder)
-    rows, centroids, tasks = [], [], []
+    rows, centroids, embedded = [], [], []
     for r in df[df["label"].notna()].itertuples():
         ex = load_examples(examples[(r.model, r.layer)], [r.feature])
         shown = ex[ex["kind"] == "negative_similar"].head(cfg.n_contrast).index
@@ -182,10 +183,10 @@ def scorer_ceiling(df: pd.DataFrame, examples: dict, cfg: LabelsConfig) -> None:
         top = embedding_task(ex.assign(split="score")[ex["split"] == "explain"])
         c = embed(top.snippets).mean(0)
         centroids.append(c / np.linalg.norm(c))
-        tasks.append(task)
         sc = ex[ex["split"] == "score"]
         share = sc.groupby("kind")["corpus"].agg(lambda c: (c == "domain").mean())
         v = embed(task.snippets)
+        embedded.append((task.truth, v))
         auroc = {
             kind: score(task.truth, v @ embed([text])[0])["auroc"]
             for kind, text in [
@@ -196,11 +197,10 @@ def scorer_ceiling(df: pd.DataFrame, examples: dict, cfg: LabelsConfig) -> None:
             if isinstance(text, str)
         }
         rows.append({**share.to_dict(), **auroc, "feature": f"L{r.layer} f{r.feature}"})
-    for i, task in enumerate(tasks):
-        v = embed(task.snippets)
-        rows[i]["own_top"] = score(task.truth, v @ centroids[i])["auroc"]
+    for i, (truth, v) in enumerate(embedded):
+        rows[i]["own_top"] = score(truth, v @ centroids[i])["auroc"]
         other = centroids[(i + 1) % len(centroids)]
-        rows[i]["other_top"] = score(task.truth, v @ other)["auroc"]
+        rows[i]["other_top"] = score(truth, v @ other)["auroc"]
     t = pd.DataFrame(rows)
     print(
         "\nwhat the embedding scorer tells apart (held-out snippets of each labelled"
@@ -225,8 +225,7 @@ def scorer_ceiling(df: pd.DataFrame, examples: dict, cfg: LabelsConfig) -> None:
         ("own_top", "other_top"),
     ]:
         d = (t[a] - t[b]).dropna().to_numpy()
-        boot = rng.choice(d, size=(2000, len(d))).mean(1)
-        lo, hi = np.quantile(boot, [0.025, 0.975])
+        lo, hi = bootstrap_ci(d, rng)
         print(f"  {a} minus {b}: {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}], n={len(d)}")
 
 

@@ -317,10 +317,11 @@ def write_share(
     folder: Path,
     device: str = "cpu",
     batch_size: int = 32,
-) -> str:
+) -> tuple[float, str]:
     """Cache every layer of `model` (12 at BERT-base) on `tokens` tokens of
-    `corpus`: model forward seconds against the seconds the forward loop waited
-    for HDF5 writing (which runs in a background thread)."""
+    `corpus`: the seconds the forward loop waited for HDF5 writing (which runs
+    in a background thread) in % of the model forward seconds, and a sentence
+    saying both."""
     import pandas as pd
 
     from saeflow.activations.cache import cache_activations
@@ -340,12 +341,12 @@ def write_share(
     )
     for layer in layers:
         (folder / f"layer_{layer}.h5").unlink()
-    return (
+    share = 100 * rep.write_s / rep.forward_s
+    return share, (
         f"HDF5 writing, {len(layers)} layers × D = {D_MODEL} (fp16, chunks of 4,096 "
         f"rows), {rep.n_tokens} tokens on {device}, batches of {batch_size} texts: "
         f"forward {rep.forward_s:.2f} s ({rep.n_tokens / rep.forward_s:.0f} tokens/s), "
-        f"waiting for writes {rep.write_s:.2f} s = "
-        f"{100 * rep.write_s / rep.forward_s:.1f} % of forward"
+        f"waiting for writes {rep.write_s:.2f} s = {share:.1f} % of forward"
     )
 
 
@@ -657,7 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus = (
             args.work / f"tokens_{max(args.tokens)}" / "results/corpus/domain.parquet"
         )
-        print(write_share(models[0], corpus, args.write_share_tokens, args.work / "w"))
+        _, line = write_share(
+            models[0], corpus, args.write_share_tokens, args.work / "w"
+        )
+        print(line)
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from saeflow.labels.prompts import (
     repeated_labels,
 )
 from saeflow.labels.scoring import (
+    BY_QUANTILE_COLUMN,
     METRICS,
     SCORERS,
     Embedder,
@@ -458,7 +458,7 @@ def make_labels(
     if events is not None:
         df = add_truth(df, ex, events)
     write_csv(df, detailed_out)
-    by_bin = [c for c in df if re.search(r"embedding_auroc_q\d+$", c)]
+    by_bin = [c for c in df if BY_QUANTILE_COLUMN.search(c)]
     clean = [c for c in CLEAN_COLUMNS + by_bin + TRUTH_COLUMNS if c in df]
     write_csv(df[clean], clean_out)
     summary = verdict(df, cfg.seed)

@@ -19,6 +19,7 @@ threshold never looks at the truth (0.5 for parsed yes/no answers). Chance is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -123,6 +124,11 @@ def score(
         "auroc": float(roc_auc_score(t, v)),
         "balanced_accuracy": float(balanced_accuracy_score(t, v > cut)),
     }
+
+
+BY_QUANTILE_COLUMN = re.compile(r"embedding_auroc_q(\d+)$")
+"""A per-bin embedding AUROC column (`auroc_by_quantile`); fullmatch: the
+label's own, search: any label kind's."""
 
 
 def quantile_key(q: float) -> str:

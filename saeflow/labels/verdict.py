@@ -5,12 +5,10 @@ run (`done_criteria`), each said in plain sentences.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
-from saeflow.labels.scoring import SCORERS
+from saeflow.labels.scoring import BY_QUANTILE_COLUMN, SCORERS
 
 LABEL_KINDS = ("label", "random_label", "shuffled_label", "pattern_label")
 BASELINES = ("random_label", "shuffled_label")
@@ -85,9 +83,7 @@ def by_quantile(df: pd.DataFrame, rng, n_boot: int = 2000) -> tuple[list, str]:
     held-out snippets (`embedding_auroc_q100`: the top bin, against all the
     negatives). Returns the items, one per bin and baseline (`quantile`: the
     bin's upper bound), and a sentence on the top bin for the statement."""
-    bins = sorted(
-        {int(m[1]) for c in df if (m := re.fullmatch(r"embedding_auroc_q(\d+)", c))}
-    )
+    bins = sorted({int(m[1]) for c in df if (m := BY_QUANTILE_COLUMN.fullmatch(c))})
     items = []
     for b in bins:
         for base in (*BASELINES, "pattern_label"):
@@ -95,11 +91,9 @@ def by_quantile(df: pd.DataFrame, rng, n_boot: int = 2000) -> tuple[list, str]:
             item.pop("line")
             items.append({"quantile": b / 100, **item})
     top = [i for i in items if bins and i["quantile"] == bins[-1] / 100]
-    names = {"pattern_label": "token-pattern label"}
     said = [
         f"{'BETTER' if i['better'] else 'NO BETTER'} than the "
-        f"{names.get(i['baseline'], i['baseline'].replace('_', ' '))} "
-        f"({i['diff_mean']:+.2f} "
+        f"{_label_name(i['baseline'])} ({i['diff_mean']:+.2f} "
         f"[{i['ci95'][0]:+.2f}, {i['ci95'][1]:+.2f}])"
         for i in top
         if "ci95" in i
@@ -124,12 +118,11 @@ def _compare(df, scorer, base, rng, n_boot, metric: str = "auroc") -> dict:
     d = a[both] - b[both]
     item = {"scorer": scorer, "baseline": base, "n": int(both.sum()), "better": False}
     pattern = base == "pattern_label"
-    name = "token-pattern label" if pattern else base.replace("_", " ") + " baseline"
+    name = _label_name(base) + ("" if pattern else " baseline")
     if len(d) == 0:
         item["line"] = f"{scorer} vs {name}: nothing to compare."
         return item
-    boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    lo, hi = bootstrap_ci(d, rng, n_boot)
     item.update(
         label_mean=float(a[both].mean()),
         baseline_mean=float(b[both].mean()),
@@ -144,6 +137,19 @@ def _compare(df, scorer, base, rng, n_boot, metric: str = "auroc") -> dict:
         f"[{lo:.2f}, {hi:.2f}], {len(d)} features)."
     )
     return item
+
+
+def bootstrap_ci(
+    d: np.ndarray, rng: np.random.Generator, n_boot: int = 2000
+) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of paired differences `d`."""
+    boot = rng.choice(d, size=(n_boot, len(d))).mean(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def _label_name(kind: str) -> str:
+    return "token-pattern label" if kind == "pattern_label" else kind.replace("_", " ")
 
 
 def _median(df: pd.DataFrame, col: str) -> float | None:
