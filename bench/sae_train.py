@@ -102,9 +102,7 @@ def kernel_step(encode: Callable, decode: Callable, s: Shape, x: torch.Tensor) -
         # Under bf16 autocast the kernels get bf16 casts of the fp32 masters, as
         # in TopKSAE (autocast does not cast custom autograd Functions).
         c = {n: _to_autocast_dtype(t) for n, t in p.items()}
-        vals, idx = encode(
-            _to_autocast_dtype(x - p["b_dec"]), c["W_enc"], c["b_enc"], s.k
-        )
+        vals, idx = encode(x, c["W_enc"], c["b_enc"], s.k, p["b_dec"])
         F.mse_loss(decode(vals, idx, c["W_dec"], c["b_dec"]).float(), x).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

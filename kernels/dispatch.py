@@ -29,15 +29,22 @@ def _pick(
 
 
 def topk_encode(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    b_pre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of ``relu(x @ W_enc.T + b_enc)``: ``(vals [N, k] >= 0, idx [N, k])``.
+    """Top-k of ``relu((x - b_pre) @ W_enc.T + b_enc)``: ``(vals [N, k] >= 0,
+    idx [N, k])``.
 
-    ``x [N, D]`` (already minus ``b_dec``), ``W_enc [M, D]``, ``b_enc [M]``;
-    differentiable in ``x``, ``W_enc`` and ``b_enc``.
+    ``x [N, D]``, ``W_enc [M, D]``, ``b_enc [M]``, ``b_pre [D]`` or None (an
+    SAE's ``b_dec``; ``x - b_pre`` is taken in their dtype, then cast to
+    ``W_enc``'s); differentiable in all four. Pass ``b_pre`` rather than the
+    difference: its gradient is then cheap when ``x`` needs none.
     """
     impl = _pick(x.device, topk_encode_cuda, topk_encode_cpu, topk_encode_ref)
-    return impl(x, W_enc, b_enc, k)
+    return impl(x, W_enc, b_enc, k, b_pre)
 
 
 def sparse_decode(

@@ -19,6 +19,11 @@ contributions and gradients are zero.
 The backward uses only ``x``, ``vals`` and ``idx``: ``grad_x`` is a sparse
 decode with ``W_enc``, ``grad_W_enc`` a sparse-transpose x dense product with
 ``k`` non-zeros per token, ``grad_b_enc`` a scatter-add of ``N * k`` scalars.
+
+Every encoder takes an optional ``b_pre`` (an SAE's ``b_dec``) and encodes
+``x - b_pre``. Passing it rather than the difference lets the backward skip
+``grad_x`` when ``x`` is data: ``b_pre``'s gradient, ``-grad_x`` summed over
+tokens, equals ``-grad_b_enc @ W_enc``.
 """
 
 from __future__ import annotations
@@ -247,6 +252,13 @@ CUDA_BACKEND = EncodeBackend(topk_encode_fwd_dense, TRITON_OPS)
 CPU_BACKEND = EncodeBackend(topk_encode_fwd_dense, CPU_OPS)
 
 
+def _centre(
+    x: torch.Tensor, b_pre: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """``x - b_pre`` in their own (wider) dtype, then cast to the weights'."""
+    return x if b_pre is None else (x - b_pre).to(dtype)
+
+
 class TopKEncode(torch.autograd.Function):
     """Fused top-k encoder; saves ``x``, ``vals``, ``idx``, never the dense code."""
 
@@ -258,10 +270,14 @@ class TopKEncode(torch.autograd.Function):
         b_enc: torch.Tensor,
         k: int,
         backend: EncodeBackend,
+        b_pre: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.x_dtype = x.dtype
+        x = _centre(x, b_pre, W_enc.dtype)
         x, W_enc, b_enc = (t.contiguous() for t in (x, W_enc, b_enc))
         vals, idx = backend.forward(x, W_enc, b_enc, k)
         ctx.ops = backend.ops
+        ctx.pre_dtype = None if b_pre is None else b_pre.dtype
         ctx.save_for_backward(x, W_enc, vals, idx)
         ctx.mark_non_differentiable(idx)
         return vals, idx
@@ -270,42 +286,71 @@ class TopKEncode(torch.autograd.Function):
     def backward(ctx, grad_vals: torch.Tensor, _grad_idx: None):
         x, W_enc, vals, idx = ctx.saved_tensors
         ops: SparseOps = ctx.ops
-        need_x, need_w, need_b, _, _ = ctx.needs_input_grad
+        need_x, need_w, need_b, _, _, need_pre = ctx.needs_input_grad
         # ReLU's gradient: zero where the selected value was clipped to 0.
         g = torch.where(vals > 0, grad_vals, 0).contiguous()
         slots = Slots(idx, W_enc.shape[0])
         grad_x = ops.gather_sum(g, slots, W_enc, None) if need_x else None
         grad_w = ops.segment_matmul(g, slots, x) if need_w else None
-        grad_b = None
-        if need_b:
-            grad_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device)
-            grad_b.index_add_(0, idx.flatten(), g.flatten())
-        return grad_x, grad_w, grad_b, None, None
+        grad_b = grad_pre = None
+        if need_b or need_pre:  # fp32 sums: a latent can collect N * k terms
+            grad_b = torch.zeros(W_enc.shape[0], device=g.device)
+            grad_b.index_add_(0, idx.flatten(), g.flatten().float())
+        if need_pre:
+            # b_pre's gradient is minus grad_x summed over tokens, and that sum
+            # regroups by latent into grad_b @ W_enc: one pass over W_enc
+            # instead of the N * k gathered rows of grad_x (1.4 against 12.5 ms
+            # at N=1024, D=768, M=24576, k=192 on the CPU), taken when x itself
+            # needs no gradient (training data).
+            total = grad_x.float().sum(0) if need_x else grad_b @ W_enc.float()
+            grad_pre = total.neg_().to(ctx.pre_dtype)
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.x_dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(g.dtype) if need_b else None
+        return grad_x, grad_w, grad_b, None, None, grad_pre
 
 
 def topk_encode_triton(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    b_pre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton fused encoder: ``x [N, D]``, ``W_enc [M, D]``, ``b_enc [M]``."""
-    return TopKEncode.apply(x, W_enc, b_enc, k, TRITON_BACKEND)
+    return TopKEncode.apply(x, W_enc, b_enc, k, TRITON_BACKEND, b_pre)
 
 
 def topk_encode_cuda(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    b_pre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What CUDA tensors get: cuBLAS GEMM + top-k forward, Triton backward."""
-    return TopKEncode.apply(x, W_enc, b_enc, k, CUDA_BACKEND)
+    return TopKEncode.apply(x, W_enc, b_enc, k, CUDA_BACKEND, b_pre)
 
 
 def topk_encode_cpu(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    b_pre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch encoder tuned for the CPU (same maths as the Triton path)."""
-    return TopKEncode.apply(x, W_enc, b_enc, k, CPU_BACKEND)
+    return TopKEncode.apply(x, W_enc, b_enc, k, CPU_BACKEND, b_pre)
 
 
 def topk_encode_ref(
-    x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    b_pre: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference: dense pre-activation, ReLU, ``torch.topk``, plain autograd."""
+    x = _centre(x, b_pre, W_enc.dtype)
     return F.relu(F.linear(x, W_enc, b_enc)).topk(k, dim=1)

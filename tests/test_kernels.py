@@ -150,6 +150,50 @@ def test_topk_encode_matches_reference(impl, shape, dtype):
     assert (vals[:, :-1] >= vals[:, 1:]).all(), "vals must be in descending order"
 
 
+def _with_b_pre(inputs: list, dtype: torch.dtype, seed: int = 1) -> list:
+    """Encoder inputs plus a ``b_pre`` of the inputs' width and dtype, x and
+    b_pre on a 1/16 grid in [-4, 4]: ``x - b_pre`` is then exact in every dtype,
+    so the fp32 reference ranks the same pre-activations."""
+    x, *rest = inputs
+    D = x.shape[1]
+    b_pre = torch.randn(D, generator=torch.Generator().manual_seed(seed)) * 0.3
+
+    def grid(t: torch.Tensor) -> torch.Tensor:
+        return (t.float() * 16).round().clamp(-64, 64).div(16).to(dtype)
+
+    return [grid(x), *rest, grid(b_pre)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("impl", ENCODERS)
+def test_topk_encode_with_b_pre_matches_reference(impl, dtype):
+    """x and b_pre both differentiable: b_pre's gradient goes through grad_x."""
+    if impl is topk_encode_triton and dtype == torch.bfloat16:
+        pytest.skip("Triton 3.7 interpreter: tl.dot on bf16 returns garbage")
+    inputs, upstream = _encode_inputs(33, 40, 100, 5, dtype)
+    _check(impl, topk_encode_ref, _with_b_pre(inputs, dtype), upstream, dtype)
+
+
+@pytest.mark.parametrize("impl", ENCODERS)
+def test_topk_encode_b_pre_gradient_when_x_is_data(impl):
+    """x without gradient (training data): b_pre's gradient, regrouped by latent
+    as -grad_b_enc @ W_enc, equals autograd's through ``x - b_pre``."""
+    inputs, upstream = _encode_inputs(33, 40, 100, 5, torch.float32)
+    x, W, b, k, b_pre = _with_b_pre(inputs, torch.float32)
+    grads = {}
+    for name, encode in (("impl", impl), ("ref", topk_encode_ref)):
+        W_, b_, pre_ = (_leaf(t) for t in (W, b, b_pre))
+        if name == "impl":
+            vals, idx = encode(x, W_, b_, k, pre_)
+        else:  # the formulation the trainer used before b_pre existed
+            vals, idx = encode(x - pre_, W_, b_, k)
+        vals.backward(upstream)
+        grads[name] = [W_.grad, b_.grad, pre_.grad]
+    assert grads["ref"][2].abs().max() > 0.1, "b_pre's gradient must be non-trivial"
+    for got, want in zip(grads["impl"], grads["ref"], strict=True):
+        torch.testing.assert_close(got, want, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("impl", ENCODERS)
 def test_topk_encode_rows_with_few_positives(impl):
     """Mostly negative pre-activations: zeros come out, with zero gradient."""
@@ -208,7 +252,8 @@ def test_cpu_encoder_chunks_rows():
 
 
 def _train_step_grads(encode: Callable, decode: Callable, seed: int = 0) -> list:
-    """Gradients of one SAE step: encode(x - b_dec), decode, MSE."""
+    """Gradients of one SAE step: encode(x - b_dec) with b_dec as b_pre, decode,
+    MSE."""
     g = torch.Generator().manual_seed(seed)
     N, D, M, k = 17, 24, 128, 4
     x = torch.randn(N, D, generator=g)
@@ -216,7 +261,7 @@ def _train_step_grads(encode: Callable, decode: Callable, seed: int = 0) -> list
     b_enc = torch.zeros(M).requires_grad_()
     W_dec = W_enc.detach().clone().requires_grad_()
     b_dec = (torch.randn(D, generator=g) * 0.1).requires_grad_()
-    vals, idx = encode(x - b_dec, W_enc, b_enc, k)
+    vals, idx = encode(x, W_enc, b_enc, k, b_dec)
     loss = (decode(vals, idx, W_dec, b_dec) - x).pow(2).mean()
     loss.backward()
     return [loss.detach()] + [p.grad for p in (W_enc, b_enc, W_dec, b_dec)]

@@ -138,17 +138,16 @@ class TopKSAE(nn.Module):
         return self._encode_scaled(x * self.scale)
 
     def _encode_scaled(self, xs: torch.Tensor) -> EncoderOutput:
-        dtype = _compute_dtype(xs)
-        centred, (w, b) = (xs - self.b_dec).to(dtype), self._enc_weights(dtype)
+        w, b = self._enc_weights(_compute_dtype(xs))
         kind, k, m = self.shape.kind, self.shape.k, self.shape.n_latents
         if kind == "relu":
-            vals = F.relu(F.linear(centred, w, b))  # (N, M)
+            vals = F.relu(F.linear((xs - self.b_dec).to(w.dtype), w, b))  # (N, M)
             return EncoderOutput(
                 vals, torch.arange(m, device=xs.device).expand_as(vals)
             )
         if kind == "topk":
-            return EncoderOutput(*topk_encode(centred, w, b, k))
-        vals, idx = topk_encode(centred, w, b, self.code_width)
+            return EncoderOutput(*topk_encode(xs, w, b, k, self.b_dec))
+        vals, idx = topk_encode(xs, w, b, self.code_width, self.b_dec)
         if self.training:
             cut = vals.detach().flatten().topk(min(vals.numel(), len(vals) * k)).values
             thr = cut[-1]
