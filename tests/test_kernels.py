@@ -218,9 +218,10 @@ def test_topk_encode_triton_merges_splits_of_m():
     torch.testing.assert_close(idx, ref_idx)
 
 
-@pytest.mark.parametrize("M,k", [(256, 4), (264, 1), (200, 7)])
+@pytest.mark.parametrize("M,k", [(256, 4), (264, 1), (200, 7), (1024, 3), (2048, 1)])
 def test_row_topk_equals_torch_topk_with_ties(M, k):
-    """The grouped top-k (M = 8 * G with G >= 4k) and its fallback, with ties."""
+    """The grouped top-k (M = 8 * G with G >= 4k; M = 1024 and 2048 also group
+    the group maxima, two and three levels) and its fallback, with ties."""
     g = torch.Generator().manual_seed(0)
     pre = torch.randint(-20, 20, (13, M), generator=g).float()
     vals, idx = _row_topk(pre, k)
