@@ -228,6 +228,32 @@ def test_two_gloo_ranks_match_one_process(acts_path, tmp_path):
     )
 
 
+def test_schedule_free_projects_z_after_x_took_it_in():
+    """A constrained parameter: z steps and is projected, x averages the
+    unprojected z, the parameter is lerp(x, z, 1 - momentum); written out by
+    hand, bit for bit."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(6, 4))
+
+    def unit_rows(t: torch.Tensor) -> None:
+        t.div_(t.norm(dim=1, keepdim=True))
+
+    opt = SignScheduleFree([w], lr=0.1, constraints={w: unit_rows})
+    z, x, weight_sum = w.detach().clone(), w.detach().clone(), 0.0
+    for _ in range(3):
+        grad = torch.randn(6, 4)
+        w.grad = grad.clone()
+        opt.step()
+        z -= 0.1 * grad.sign()
+        weight_sum += 0.1**2
+        x.lerp_(z, 0.1**2 / weight_sum)
+        unit_rows(z)
+        assert torch.equal(opt.state[w]["z"], z)
+        assert torch.equal(opt.state[w]["x"], x)
+        assert torch.equal(w.detach(), torch.lerp(x, z, 1 - 0.95))
+    assert not torch.allclose(x.norm(dim=1), torch.ones(6)), "x is not projected"
+
+
 def test_schedule_free_state_round_trips_bitwise():
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(5, 3))

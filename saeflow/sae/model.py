@@ -238,7 +238,8 @@ class TopKSAE(nn.Module):
         """
         if self.W_dec.grad is not None:
             along = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
-            self.W_dec.grad -= along * self.W_dec
+            # In place: no [M, D] temporary for along * W_dec (same arithmetic).
+            self.W_dec.grad.addcmul_(along, self.W_dec, value=-1)
 
     @torch.no_grad()
     def fold_decoder_norms(self) -> None:

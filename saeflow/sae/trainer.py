@@ -153,7 +153,10 @@ class Trainer:
         )
         if cfg.optimizer == "signum":
             self.opt = SignScheduleFree(
-                self.sae.parameters(), lr=self.lr, warmup_steps=cfg.warmup_steps
+                self.sae.parameters(),
+                lr=self.lr,
+                warmup_steps=cfg.warmup_steps,
+                constraints={self.sae.W_dec: _unit_rows},
             )
         else:
             # eps as in Gao et al. 2024: the default 1e-8 is large next to tiny grads.
@@ -224,9 +227,8 @@ class Trainer:
         }
 
     def _renormalize_decoder(self) -> None:
-        if isinstance(self.opt, SignScheduleFree):
-            self.opt.constrain(self.sae.W_dec, _unit_rows)
-        else:
+        # SignScheduleFree projects its own iterate inside the step.
+        if not isinstance(self.opt, SignScheduleFree):
             self.sae.renormalize_decoder()
 
     def finalize(self) -> None:
