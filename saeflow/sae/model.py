@@ -238,8 +238,9 @@ class TopKSAE(nn.Module):
         """
         if self.W_dec.grad is not None:
             along = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
-            # In place: no [M, D] temporary for along * W_dec (same arithmetic).
-            self.W_dec.grad.addcmul_(along, self.W_dec, value=-1)
+            # Not addcmul_: its fused multiply-add rounds differently, and the
+            # SAEs would no longer match earlier runs bit for bit.
+            self.W_dec.grad -= along * self.W_dec
 
     @torch.no_grad()
     def fold_decoder_norms(self) -> None:
