@@ -9,7 +9,7 @@ and zeroes those pages again: ~37,000 page faults per step at N=1024, D=768,
 M=24576, k=192 on the 2-core CPU. Telling glibc to take every block from its
 heap and never trim the heap keeps the pages mapped for the next step: no
 faults, and a step of 232 instead of 246 ms (docs/performance.md, "Second
-pass: b_dec's gradient, nested top-k, page faults").
+pass").
 
 Scoped to the loop: on exit the defaults come back and the freed memory is
 returned, so the rest of a job (evaluation, writing) runs as before. Where the
