@@ -20,10 +20,7 @@ and scored on the same held-out tokens:
 * ``sparsify``: ``sparsify.SparseCoder`` trained as its Trainer does by default
   (``ScheduleFreeWrapper(SignSGD)``, lr 5e-3 / sqrt(M / 2^14), momentum 0.95,
   decoder renormalised before each step, b_dec set to the first batch's mean, no
-  AuxK), if ``eai-sparsify`` is installed (a benchmark-only dependency);
-* ``sparsify-mapped``: the same inside the allocator setting saeflow's training
-  loop runs in (``saeflow.sae.allocator``: freed memory stays mapped), for
-  tokens/s on equal footing.
+  AuxK), if ``eai-sparsify`` is installed (a benchmark-only dependency).
 
 Each line gives the held-out FVU; "dead", the latents of the trained SAE that
 fire on none of the training tokens; and "never fired on held-out", those silent
@@ -32,13 +29,14 @@ on every held-out token (higher: the held-out tail lacks some training topics).
     python bench/sae_quality.py synthetic --tokens 200000 --expansion 32
     python bench/sae_quality.py caches --root results --epochs 4
     python bench/sae_quality.py synthetic --d 768 --expansion 32 --k 192 \
-        --tokens 102400 --methods ours sparsify sparsify-mapped  # the seeds' shape
+        --tokens 102400 --methods ours sparsify  # the seeds' shape
+    # the same with freed memory kept mapped for the whole process (allocator.py)
+    python bench/sae_quality.py synthetic ... --keep-freed-memory
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 import time
@@ -47,8 +45,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from allocator import keep_freed_memory
 
-from saeflow.sae.allocator import keep_freed_memory
 from saeflow.sae.data import ActivationSource
 from saeflow.sae.trainer import (
     Trainer,
@@ -93,14 +91,8 @@ def run_ours(source: ActivationSource, cfg: SAEConfig, reference: bool) -> dict:
     }
 
 
-def run_sparsify(
-    source: ActivationSource, cfg: SAEConfig, keep_mapped: bool = False
-) -> dict | None:
-    """sparsify's default training on the same batches; None if not installed.
-
-    keep_mapped: its loop inside the allocator setting ours trains in
-    (`keep_freed_memory`), which sparsify itself does not set.
-    """
+def run_sparsify(source: ActivationSource, cfg: SAEConfig) -> dict | None:
+    """sparsify's default training on the same batches; None if not installed."""
     os.environ["SPARSIFY_DISABLE_TRITON"] = "1"  # its Triton decoder needs a GPU
     try:
         from schedulefree import ScheduleFreeWrapper
@@ -117,9 +109,7 @@ def run_sparsify(
     )
     opt.train()
     steps = max(1, int(cfg.epochs * source.n_train // cfg.batch_size))
-    scope = keep_freed_memory() if keep_mapped else contextlib.nullcontext()
-    with scope:
-        seconds = _sparsify_loop(sae, opt, source, cfg, steps)
+    seconds = _sparsify_loop(sae, opt, source, cfg, steps)
     opt.eval()
     adapter = _SparsifyAdapter(sae)
     ev = evaluate(adapter, source, cfg.batch_size * 4)
@@ -191,7 +181,6 @@ def compare(label: str, source: ActivationSource, cfg: SAEConfig, methods) -> No
             source, SAEConfig(**(cfg.to_dict() | {"precision": "fast-fp32"})), False
         ),
         "sparsify": lambda: run_sparsify(source, cfg),
-        "sparsify-mapped": lambda: run_sparsify(source, cfg, keep_mapped=True),
     }
     tokens = int(cfg.epochs * source.n_train // cfg.batch_size) * cfg.batch_size
     print(
@@ -220,11 +209,10 @@ def compare(label: str, source: ActivationSource, cfg: SAEConfig, methods) -> No
             f"  fast-fp32 vs fp32: FVU {fast['fvu'] / exact['fvu'] - 1:+.2%}, "
             f"tokens/s {fast['tokens_per_s'] / exact['tokens_per_s']:.2f}x"
         )
-    for other in ("sparsify", "sparsify-mapped"):
-        if "ours" in results and other in results:
-            ratio = results["ours"]["fvu"] / results[other]["fvu"]
-            speed = results["ours"]["tokens_per_s"] / results[other]["tokens_per_s"]
-            print(f"  ours / {other}: FVU {ratio:.3f}x, tokens/s {speed:.2f}x")
+    if "ours" in results and "sparsify" in results:
+        ratio = results["ours"]["fvu"] / results["sparsify"]["fvu"]
+        speed = results["ours"]["tokens_per_s"] / results["sparsify"]["tokens_per_s"]
+        print(f"  ours / sparsify: FVU {ratio:.3f}x, tokens/s {speed:.2f}x")
 
 
 def main() -> None:
@@ -252,7 +240,14 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=SAEConfig.warmup_steps)
     p.add_argument("--aux-coef", type=float, default=SAEConfig.aux_coef)
     p.add_argument("--aux-k", type=int, default=SAEConfig.aux_k, help="default D / 2")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="keep freed memory mapped in this process (allocator.py)",
+    )
     args = p.parse_args()
+    if args.keep_freed_memory:
+        print(f"freed memory kept mapped (glibc took it: {keep_freed_memory()})")
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (1.0 if args.data == "synthetic" else 4.0)
     cfg = SAEConfig(

@@ -22,9 +22,9 @@ each per round, and the median of the rounds is reported (the machine is
 shared); on CUDA each is timed with ``triton.testing.do_bench`` and its peak
 memory beyond what was allocated before the step is printed too.
 
-``--keep-freed-memory`` times every implementation inside the trainer's glibc
-setting (``saeflow.sae.allocator``: freed blocks stay mapped), which spares
-each step the page faults of its large tensors; without it, the process default.
+``--keep-freed-memory`` tells glibc to keep freed memory mapped for the whole
+process (``allocator.py``), which spares every implementation the page faults of
+its large tensors; without it, the process default.
 
     python bench/sae_train.py --steps 10
     python bench/sae_train.py --steps 10 --keep-freed-memory
@@ -42,11 +42,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from allocator import keep_freed_memory
 
 from kernels import sparse_decode, topk_encode, topk_encode_triton
 from kernels.sparse_decode import sparse_decode_ref
 from kernels.topk_encode import topk_encode_ref
-from saeflow.sae.allocator import keep_freed_memory
 from saeflow.sae.trainer import fast_fp32_matmuls
 
 Step = Callable[[], None]
@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument(
         "--keep-freed-memory",
         action="store_true",
-        help="time everyone inside the trainer's allocator setting",
+        help="keep freed memory mapped in this process (allocator.py)",
     )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -261,13 +261,11 @@ def main() -> None:
     if args.quick:
         shapes = [Shape(s.N // 8, s.D, s.M, s.k) for s in SHAPES]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    scope = keep_freed_memory() if args.keep_freed_memory else contextlib.nullcontext()
-    with scope as taken:
-        if args.keep_freed_memory:
-            print(f"freed memory kept mapped (glibc took the setting: {taken})")
-        for s in shapes:
-            for precision in args.precision:
-                bench_shape(s, device, 3 if args.quick else args.steps, precision)
+    if args.keep_freed_memory:
+        print(f"freed memory kept mapped (glibc took it: {keep_freed_memory()})")
+    for s in shapes:
+        for precision in args.precision:
+            bench_shape(s, device, 3 if args.quick else args.steps, precision)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from saeflow.sae.allocator import keep_freed_memory
 from saeflow.sae.checkpoint import (
     fingerprint,
     load_checkpoint,
@@ -332,20 +331,19 @@ class TrainingRun:
             unit="step",
             disable=not self.dp.is_main,
         )
-        with keep_freed_memory():
-            while self.step < self.steps_total:
-                x = next(batches)
-                t0 = time.perf_counter()
-                metrics = {n: t.train_step(x) for n, t in self.trainers.items()}
-                self.seconds += time.perf_counter() - t0
-                self.step += 1
-                self.batch_in_epoch += 1
-                bar.update()
-                if self.step % self.cfg.log_every == 0 or self.step == self.steps_total:
-                    self._log(metrics)
-                every = self.cfg.checkpoint_every
-                if every and self.step % every == 0 and self.step < self.steps_total:
-                    self._checkpoint()
+        while self.step < self.steps_total:
+            x = next(batches)
+            t0 = time.perf_counter()
+            metrics = {n: t.train_step(x) for n, t in self.trainers.items()}
+            self.seconds += time.perf_counter() - t0
+            self.step += 1
+            self.batch_in_epoch += 1
+            bar.update()
+            if self.step % self.cfg.log_every == 0 or self.step == self.steps_total:
+                self._log(metrics)
+            every = self.cfg.checkpoint_every
+            if every and self.step % every == 0 and self.step < self.steps_total:
+                self._checkpoint()
         bar.close()
         return self._finish()
 
