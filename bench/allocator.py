@@ -11,8 +11,8 @@ trims it, so every implementation is timed without those faults.
 
 Not in saeflow's trainer: whether a freed block is reused depends on what was
 allocated next to it. In a probe allocating and freeing 64 MiB four times, 1 to
-4 of the 4 rounds still faulted, varying from process to process, and the heap
-grew by 64 MiB a round (docs/performance.md, "Second pass").
+4 of the 4 rounds still faulted, varying from process to process, and in one
+the heap grew by 64 MiB a round (docs/performance.md, "Second pass").
 """
 
 from __future__ import annotations

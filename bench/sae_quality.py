@@ -109,30 +109,6 @@ def run_sparsify(source: ActivationSource, cfg: SAEConfig) -> dict | None:
     )
     opt.train()
     steps = max(1, int(cfg.epochs * source.n_train // cfg.batch_size))
-    seconds = _sparsify_loop(sae, opt, source, cfg, steps)
-    opt.eval()
-    adapter = _SparsifyAdapter(sae)
-    ev = evaluate(adapter, source, cfg.batch_size * 4)
-    dead = dead_fraction(
-        adapter,
-        source,
-        cfg.batch_size * 4,
-        cfg.dead_eval_tokens,
-        _epoch_rng(0, 0),
-        cfg.shuffle_chunks,
-    )
-    return {
-        "fvu": ev.fvu,
-        "never_fired": ev.never_fired_fraction,
-        "dead": dead,
-        "tokens_per_s": steps * cfg.batch_size / seconds,
-    }
-
-
-def _sparsify_loop(
-    sae, opt, source: ActivationSource, cfg: SAEConfig, steps: int
-) -> float:
-    """sparsify's Trainer step, `steps` times; returns the seconds spent in steps."""
     seconds, step, epoch = 0.0, 0, 0
     while step < steps:
         rng = _epoch_rng(0, epoch)
@@ -150,7 +126,23 @@ def _sparsify_loop(
             seconds += time.perf_counter() - t0
             step += 1
         epoch += 1
-    return seconds
+    opt.eval()
+    adapter = _SparsifyAdapter(sae)
+    ev = evaluate(adapter, source, cfg.batch_size * 4)
+    dead = dead_fraction(
+        adapter,
+        source,
+        cfg.batch_size * 4,
+        cfg.dead_eval_tokens,
+        _epoch_rng(0, 0),
+        cfg.shuffle_chunks,
+    )
+    return {
+        "fvu": ev.fvu,
+        "never_fired": ev.never_fired_fraction,
+        "dead": dead,
+        "tokens_per_s": steps * cfg.batch_size / seconds,
+    }
 
 
 class _SparsifyAdapter(torch.nn.Module):
