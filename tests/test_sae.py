@@ -152,6 +152,20 @@ def test_constrained_steps_keep_decoder_rows_unit_norm():
         assert_close(norms, torch.ones_like(norms))
 
 
+def test_decoder_grad_projection_in_row_chunks_equals_whole_matrix(monkeypatch):
+    """Chunks of 3 rows (a last, shorter one too) give the whole-matrix
+    formula's bits."""
+    sae = make_sae()
+    grad = torch.randn_like(sae.W_dec)
+    w = sae.W_dec.detach()
+    want = grad - (grad * w).sum(1, keepdim=True) * w
+    monkeypatch.setattr("saeflow.sae.model.PROJECT_CHUNK_ELEMS", 3 * w.shape[1])
+    assert w.shape[0] % 3, "the case needs a partial last chunk"
+    sae.W_dec.grad = grad.clone()
+    sae.project_decoder_grad()
+    assert torch.equal(sae.W_dec.grad, want)
+
+
 def test_init_from_data_sets_scale_and_bias():
     sae, x = TopKSAE(SHAPE), data(500)
 

@@ -41,6 +41,11 @@ most this many times aux_k of them; beyond, gathering aux_k decoder rows per
 token is faster (crossover 3–6 × aux_k on the CPU, docs/performance.md)."""
 THRESHOLD_MOMENTUM = 0.99
 """batchtopk: weight of the old value in the running inference threshold."""
+PROJECT_CHUNK_ELEMS = 1 << 20
+"""project_decoder_grad works on this many decoder entries at a time: its
+temporaries (4 MiB in fp32) then stay under glibc's mmap threshold and reuse
+heap pages, where whole-matrix ones (75 MB at D = 768, M = 24,576) were mapped
+and faulted in afresh every step."""
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor over data-parallel ranks (the identity in one process)."""
@@ -236,11 +241,15 @@ class TopKSAE(nn.Module):
         With `renormalize_decoder` after the step, rows stay unit-norm without
         the optimizer fighting the constraint (Bricken et al. 2023).
         """
-        if self.W_dec.grad is not None:
-            along = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
+        if self.W_dec.grad is None:
+            return
+        rows = max(1, PROJECT_CHUNK_ELEMS // self.shape.d_in)
+        for start in range(0, self.shape.n_latents, rows):
+            grad = self.W_dec.grad[start : start + rows]
+            w = self.W_dec[start : start + rows]
             # Not addcmul_: its fused multiply-add rounds differently, and the
             # SAEs would no longer match earlier runs bit for bit.
-            self.W_dec.grad -= along * self.W_dec
+            grad -= (grad * w).sum(1, keepdim=True) * w
 
     @torch.no_grad()
     def fold_decoder_norms(self) -> None:

@@ -61,6 +61,8 @@ class SignScheduleFree(Optimizer):
         rows: norms below 1). Projecting z alone gave 5–8 % lower held-out FVU
         than also projecting x, and than projecting y as sparsify does
         (docs/performance.md); the trainer restores unit rows at the end.
+
+        Leaves sign(grad) in each `p.grad` (the trainer drops grads next).
         """
         assert closure is None, "closure is not supported"
         for group in self.param_groups:
@@ -79,7 +81,9 @@ class SignScheduleFree(Optimizer):
                     state["z"] = p.detach().clone()
                     state["x"] = p.detach().clone()
                 z, x = state["z"], state["x"]
-                z.add_(p.grad.sign(), alpha=-lr)
+                # In place: a new [M, D] sign tensor per step would be mapped
+                # and faulted in afresh (75 MB at the seeds' shape).
+                z.add_(p.grad.sign_(), alpha=-lr)
                 x.lerp_(z, c)
                 if (project := self.constraints.get(p)) is not None:
                     project(z)
