@@ -310,8 +310,7 @@ class TopKEncode(torch.autograd.Function):
             grad_pre = total.neg_().to(ctx.pre_dtype)
         if grad_x is not None:
             grad_x = grad_x.to(ctx.x_dtype)
-        if grad_b is not None:
-            grad_b = grad_b.to(g.dtype) if need_b else None
+        grad_b = grad_b.to(g.dtype) if need_b else None
         return grad_x, grad_w, grad_b, None, None, grad_pre
 
 
